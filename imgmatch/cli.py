@@ -1,0 +1,166 @@
+"""The `imgmatch` command line (contract C3): parse, call the library, format."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from imgmatch.catalog import Catalog
+from imgmatch.checking import check_paths
+from imgmatch.detector import Detector
+from imgmatch.errors import CatalogError, ImgmatchError, MetadataError
+from imgmatch.indexing import index_references
+from imgmatch.report import render_table, write_results
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+app = typer.Typer(
+    help="Find listing photos that copy protected designs.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+catalog_app = typer.Typer(help="Inspect and maintain the reference catalog.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+err = Console(stderr=True)
+
+CatalogOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--catalog", help="Catalog folder (default: $IMGMATCH_CATALOG, else ./imgmatch-data)."
+    ),
+]
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+def _open_catalog(directory: Path | None, *, create: bool) -> Catalog:
+    try:
+        return Catalog(directory, create=create)
+    except CatalogError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from exc
+
+
+@app.command()
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Reference photos or folders (recursive).")],
+    catalog: CatalogOption = None,
+    metadata: Annotated[
+        Path | None, typer.Option(help="CSV with columns path,design,brand (+ any).")
+    ] = None,
+) -> None:
+    """Add reference photos (or refresh them) in the catalog."""
+    with _open_catalog(catalog, create=True) as store:
+        try:
+            report = index_references(store, paths, metadata_csv=metadata)
+        except MetadataError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(EXIT_USAGE) from exc
+    for path, reason in report.failed:
+        err.print(f"[yellow]failed:[/yellow] {path}: {reason}")
+    for skipped in report.skipped:
+        err.print(f"[yellow]skipped:[/yellow] {skipped.path}: {skipped.reason}")
+    err.print(
+        f"indexed {report.added} new, {report.refreshed} refreshed, {report.unchanged} unchanged, "
+        f"{len(report.failed)} failed into {store.directory}"
+    )
+    raise typer.Exit(EXIT_SOME_FAILED if report.failed else EXIT_OK)
+
+
+@app.command()
+def check(
+    paths: Annotated[list[Path], typer.Argument(help="Listing photos or folders (recursive).")],
+    catalog: CatalogOption = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="Output format.")
+    ] = OutputFormat.table,
+    out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option(help="Report candidates from this score (default: the flag threshold)."),
+    ] = None,
+) -> None:
+    """Check listing photos against the catalog."""
+    with _open_catalog(catalog, create=False) as store:
+        detector = Detector(store)
+        results = list(check_paths(detector, paths, min_score=min_score))
+        if output_format is OutputFormat.table and out is None:
+            render_table(results, Console(), threshold=detector.threshold)
+        else:
+            write_results(results, output_format.value, out or sys.stdout)
+    failed = any(r.status == "error" for r in results)
+    raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+@catalog_app.command("list")
+def catalog_list(
+    catalog: CatalogOption = None,
+    design: Annotated[str | None, typer.Option(help="Only this design.")] = None,
+    brand: Annotated[str | None, typer.Option(help="Only this brand.")] = None,
+) -> None:
+    """List references: id, design, brand, path."""
+    with _open_catalog(catalog, create=False) as store:
+        for ref in store.references(design=design, brand=brand):
+            typer.echo(f"{ref.reference_id}\t{ref.design}\t{ref.brand}\t{ref.path}")
+
+
+@catalog_app.command("show")
+def catalog_show(reference_id: int, catalog: CatalogOption = None) -> None:
+    """Show one reference as JSON."""
+    with _open_catalog(catalog, create=False) as store:
+        try:
+            ref = store.get(reference_id)
+        except ImgmatchError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(EXIT_USAGE) from exc
+        typer.echo(json.dumps(ref.__dict__, indent=2, sort_keys=True))
+
+
+@catalog_app.command("remove")
+def catalog_remove(reference_id: int, catalog: CatalogOption = None) -> None:
+    """Remove one reference (other ids never change)."""
+    with _open_catalog(catalog, create=False) as store:
+        try:
+            ref = store.remove(reference_id)
+        except ImgmatchError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(EXIT_USAGE) from exc
+    err.print(f"removed reference {ref.reference_id} ({ref.design}, {ref.path})")
+
+
+@catalog_app.command("stats")
+def catalog_stats(catalog: CatalogOption = None) -> None:
+    """Counts and sizes."""
+    with _open_catalog(catalog, create=False) as store:
+        stats = store.stats()
+    for key, value in stats.__dict__.items():
+        typer.echo(f"{key}: {value}")
+
+
+@catalog_app.command("verify")
+def catalog_verify(catalog: CatalogOption = None) -> None:
+    """Check the database and the index caches; exit 1 if anything is wrong."""
+    with _open_catalog(catalog, create=False) as store:
+        problems = store.verify()
+    for problem in problems:
+        typer.echo(f"problem: {problem}")
+    typer.echo("ok" if not problems else f"{len(problems)} problem(s)")
+    raise typer.Exit(EXIT_SOME_FAILED if problems else EXIT_OK)
+
+
+@catalog_app.command("rebuild")
+def catalog_rebuild(catalog: CatalogOption = None) -> None:
+    """Rebuild the FAISS indexes from the database."""
+    with _open_catalog(catalog, create=False) as store:
+        store.rebuild()
+        err.print(f"rebuilt indexes of {store.count()} references in {store.directory}")

@@ -1,0 +1,93 @@
+"""Every threshold and size the pipeline uses, in one frozen object, named with its unit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What `load_image` accepts."""
+
+    max_image_pixels: int = 40_000_000
+    max_file_bytes: int = 50 * 1024 * 1024
+    min_side_px: int = 32
+    # A listing whose gray levels barely vary has no content to match: refuse it outright so a
+    # blank or single-colour image can never be flagged.
+    min_gray_stddev: float = 2.0
+    # JPEGs are decoded at reduced size (libjpeg scaling) when they are much larger than this.
+    decode_side_px: int = 1024
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Thresholds of the hash path, the ORB path, verification and scoring."""
+
+    # Hash path: 64-bit perceptual hashes.
+    hashers: tuple[str, ...] = ("phash", "dhash")
+    max_hamming_distance: int = 10
+
+    # ORB path: features on a normalised gray image whose long side is this many pixels.
+    feature_side_px: int = 640
+    orb_features: int = 1000
+    orb_scale_factor: float = 1.2
+    orb_levels: int = 8
+    # Polished metal has few corners; a low FAST threshold keeps enough of them.
+    orb_fast_threshold: int = 10
+    orb_edge_threshold_px: int = 15
+    clahe_clip_limit: float = 2.0
+    # References are also indexed mirrored, so a mirrored crop or collage is still caught.
+    index_mirrored_references: bool = True
+
+    # Candidate search.
+    knn_neighbours: int = 5
+    max_descriptor_distance_bits: int = 64
+    ratio_test: float = 0.85
+    max_candidates: int = 8
+    min_votes: int = 6
+
+    # Geometric verification.
+    ransac_reprojection_px: float = 6.0
+    min_inliers: int = 12
+    min_inlier_ratio: float = 0.2
+    # A verified region smaller than this share of the listing is too small to be evidence.
+    min_box_area_ratio: float = 0.005
+
+    # Scoring: the ORB score is inliers / (inliers + score_half_inliers), so at this many inliers
+    # the ORB evidence alone reaches 0.5.
+    score_half_inliers: int = 12
+    flag_threshold: float = 0.5
+
+    def with_overrides(self, **overrides: Any) -> DetectorConfig:
+        """Return a copy with the named fields replaced; unknown names raise `TypeError`."""
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown DetectorConfig fields: {sorted(unknown)}")
+        return replace(self, **overrides)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How the descriptor index is chosen and searched."""
+
+    # Up to this many descriptors an exact flat index is fast enough; beyond, an IVF index.
+    exact_search_max_descriptors: int = 300_000
+    ivf_min_lists: int = 64
+    ivf_max_lists: int = 8192
+    ivf_probes: int = 16
+    ivf_training_points_per_list: int = 64
+    # Rebuild (and retrain) the IVF index when the catalog grew this much since training.
+    ivf_retrain_growth: float = 2.0
+    # FAISS index files larger than this are refused rather than deserialised.
+    max_index_file_bytes: int = 8 * 1024**3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration: images, detection and search."""
+
+    images: ImageLimits = field(default_factory=ImageLimits)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)

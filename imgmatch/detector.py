@@ -1,0 +1,459 @@
+"""The detector: which protected designs a listing photo copies, where, how surely, and why.
+
+Two paths find candidates and one step verifies them:
+- hash path: the listing's perceptual hashes in all 8 flips/rotations, range-searched in the
+  catalog. Every configured hasher must agree (same variant, within the radius): a reused photo.
+- ORB path: every listing descriptor's nearest reference descriptors, a ratio test against the
+  best neighbour of another design, and votes per reference view.
+- verification: RANSAC on the top candidates' correspondences gives inliers, the share of
+  matches they explain, and the reference's outline in the listing (the box).
+The score combines both kinds of evidence and only grows with more of either.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from imgmatch.catalog import Catalog, DescriptorNeighbours, HashHit, Reference
+from imgmatch.config import DetectorConfig, ImageLimits
+from imgmatch.errors import InvalidImageError
+from imgmatch.features import Verification, clip_box, verify_geometry
+from imgmatch.fingerprint import VIEW_MIRRORED, Fingerprint, Fingerprinter
+from imgmatch.hashing import DIHEDRALS
+from imgmatch.images import RGBImage, decode_image
+
+Box = tuple[int, int, int, int]
+THRESHOLD_SETTING = "flag_threshold"
+
+
+@dataclass(frozen=True)
+class Match:
+    """One protected design found in a listing, with the best reference photo as evidence."""
+
+    reference_id: int
+    reference_path: str
+    design: str
+    brand: str
+    score: float
+    hash_distance: int | None
+    inliers: int
+    inlier_ratio: float
+    transform: str
+    box: Box | None
+    evidence: str
+    # Verified correspondences (reference x, y, listing x, y), for drawing; not in C4 output.
+    correspondences: tuple[tuple[float, float, float, float], ...] = field(default=(), repr=False)
+
+    def to_dict(self, *, correspondences: bool = False) -> dict[str, Any]:
+        data = asdict(self)
+        data["box"] = list(self.box) if self.box is not None else None
+        data["score"] = round(self.score, 4)
+        data["inlier_ratio"] = round(self.inlier_ratio, 4)
+        if correspondences:
+            data["correspondences"] = [[round(v, 1) for v in c] for c in self.correspondences]
+        else:
+            del data["correspondences"]
+        return data
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The verdict on one listing photo (contract C4)."""
+
+    path: str | None
+    status: str
+    flagged: bool
+    matches: tuple[Match, ...]
+    timing_ms: dict[str, float]
+    threshold: float
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None
+    error_type: str | None = None
+
+    def to_dict(self, *, correspondences: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "path": self.path,
+            "status": self.status,
+            "flagged": self.flagged,
+            "matches": [m.to_dict(correspondences=correspondences) for m in self.matches],
+            "timing_ms": {k: round(v, 2) for k, v in self.timing_ms.items()},
+        }
+        if self.status == "ok":
+            data["width"], data["height"] = self.width, self.height
+        else:
+            data["error"] = self.error
+            data["error_type"] = self.error_type
+        return data
+
+    @property
+    def top(self) -> Match | None:
+        return self.matches[0] if self.matches else None
+
+
+def error_result(path: str | None, error: InvalidImageError, decode_ms: float) -> CheckResult:
+    """The `status: error` result for an input that could not be decoded."""
+    return CheckResult(
+        path=path,
+        status="error",
+        flagged=False,
+        matches=(),
+        timing_ms={"decode": decode_ms},
+        threshold=math.nan,
+        error=str(error),
+        error_type=error.reason,
+    )
+
+
+@dataclass
+class _Candidate:
+    """Evidence gathered for one reference while checking one listing."""
+
+    reference_id: int
+    hash_distance: int | None = None
+    hash_variant: int | None = None
+    votes: dict[int, list[tuple[int, int, int]]] = field(default_factory=lambda: defaultdict(list))
+    verification: Verification | None = None
+    view: int = 0
+    reference_points: NDArray[np.float32] | None = None
+    listing_points: NDArray[np.float32] | None = None
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1000
+
+
+class Detector:
+    """Checks listing photos against a catalog. Thread-safe; fingerprinting state is per thread."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        config: DetectorConfig | None = None,
+        limits: ImageLimits | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.config = config or DetectorConfig()
+        self.limits = limits or ImageLimits()
+        self._local = threading.local()
+
+    @property
+    def fingerprinter(self) -> Fingerprinter:
+        """This thread's fingerprinter (OpenCV's ORB object is not shared between threads)."""
+        fingerprinter: Fingerprinter | None = getattr(self._local, "fingerprinter", None)
+        if fingerprinter is None:
+            fingerprinter = Fingerprinter(self.config)
+            self._local.fingerprinter = fingerprinter
+        return fingerprinter
+
+    @property
+    def threshold(self) -> float:
+        """The flag threshold: the catalog's calibrated one where set, else the config's."""
+        stored = self.catalog.get_setting(THRESHOLD_SETTING)
+        return float(stored) if stored is not None else self.config.flag_threshold
+
+    def check_source(
+        self, source: bytes | Path, *, path: str | None = None, min_score: float | None = None
+    ) -> CheckResult:
+        """Decode and check one listing; an undecodable input gives a `status: error` result."""
+        label = path if path is not None else (str(source) if isinstance(source, Path) else None)
+        start = time.perf_counter()
+        try:
+            decoded = decode_image(source, self.limits)
+        except InvalidImageError as exc:
+            return error_result(label, exc, (time.perf_counter() - start) * 1000)
+        decode_ms = (time.perf_counter() - start) * 1000
+        result = self.check(decoded.pixels, path=label, scale=decoded.scale, min_score=min_score)
+        return CheckResult(
+            path=result.path,
+            status=result.status,
+            flagged=result.flagged,
+            matches=result.matches,
+            timing_ms={"decode": decode_ms, **result.timing_ms},
+            threshold=result.threshold,
+            width=decoded.original_size[0],
+            height=decoded.original_size[1],
+        )
+
+    def check(
+        self,
+        image: RGBImage,
+        *,
+        path: str | None = None,
+        scale: float = 1.0,
+        min_score: float | None = None,
+    ) -> CheckResult:
+        """Check one decoded listing photo.
+
+        `scale` maps the array's pixels to the listing file's (boxes are reported in the
+        file's coordinates); `min_score` (default: the flag threshold) drops weaker candidates.
+        """
+        watch = _Stopwatch()
+        with watch.stage("features"):
+            fingerprint = self.fingerprinter.listing(image)
+        return self.check_fingerprint(
+            fingerprint, path=path, scale=scale, min_score=min_score, watch=watch
+        )
+
+    def check_fingerprint(
+        self,
+        fingerprint: Fingerprint,
+        *,
+        path: str | None = None,
+        scale: float = 1.0,
+        min_score: float | None = None,
+        watch: _Stopwatch | None = None,
+        neighbours: DescriptorNeighbours | None = None,
+    ) -> CheckResult:
+        """Check a listing fingerprint already computed (batch callers search many at once and
+        pass each listing's `neighbours`)."""
+        watch = watch or _Stopwatch()
+        threshold = self.threshold
+        floor = threshold if min_score is None else min_score
+        with watch.stage("search"):
+            candidates = self._hash_candidates(fingerprint)
+            if neighbours is None:
+                neighbours = self.catalog.search_descriptors(
+                    fingerprint.features.descriptors, self.config.knn_neighbours
+                )
+            designs = self.catalog.designs()
+            self._vote(neighbours, designs, candidates)
+        with watch.stage("verify"):
+            shortlisted = self._shortlist(candidates)
+            for candidate in shortlisted:
+                self._verify(candidate, fingerprint)
+            matches = self._matches(shortlisted, fingerprint, scale, floor)
+        return CheckResult(
+            path=path,
+            status="ok",
+            flagged=bool(matches) and matches[0].score >= threshold,
+            matches=tuple(matches),
+            timing_ms=dict(watch.ms),
+            threshold=threshold,
+            width=round(fingerprint.width * scale),
+            height=round(fingerprint.height * scale),
+        )
+
+    # ----------------------------------------------------------------------- hash path
+
+    def _hash_candidates(self, fingerprint: Fingerprint) -> dict[int, _Candidate]:
+        hits: list[HashHit] = self.catalog.search_hashes(
+            fingerprint.hashes, self.config.max_hamming_distance
+        )
+        # Every hasher must agree on the same reference and the same flip/rotation.
+        per_key: dict[tuple[int, int], dict[str, int]] = defaultdict(dict)
+        for hit in hits:
+            per_key[(hit.reference_id, hit.variant)][hit.hasher] = hit.distance
+        candidates: dict[int, _Candidate] = {}
+        required = set(fingerprint.hashes)
+        for (reference_id, variant), distances in per_key.items():
+            if set(distances) != required:
+                continue
+            distance = max(distances.values())
+            current = candidates.get(reference_id)
+            if current is None or current.hash_distance is None or distance < current.hash_distance:
+                candidates[reference_id] = _Candidate(reference_id, distance, variant)
+        return candidates
+
+    # ----------------------------------------------------------------------- ORB path
+
+    def _vote(
+        self,
+        neighbours: DescriptorNeighbours,
+        designs: dict[int, str],
+        candidates: dict[int, _Candidate],
+    ) -> None:
+        """Ratio test against the nearest descriptor of another design; a vote per survivor."""
+        config = self.config
+        distances, reference_ids = neighbours.distances, neighbours.reference_ids
+        for query in range(len(distances)):
+            best_reference = int(reference_ids[query, 0])
+            best_distance = int(distances[query, 0])
+            if best_reference < 0 or best_distance > config.max_descriptor_distance_bits:
+                continue
+            best_design = designs.get(best_reference)
+            # Without a rival among the k neighbours, the k-th distance bounds the rival's.
+            rival = int(distances[query, -1])
+            for j in range(1, distances.shape[1]):
+                other = int(reference_ids[query, j])
+                if other < 0:
+                    break
+                if designs.get(other) != best_design:
+                    rival = int(distances[query, j])
+                    break
+            else:
+                rival = max(rival, config.max_descriptor_distance_bits + 1)
+            if best_distance >= config.ratio_test * rival:
+                continue
+            candidate = candidates.get(best_reference)
+            if candidate is None:
+                candidate = candidates[best_reference] = _Candidate(best_reference)
+            view = int(neighbours.views[query, 0])
+            keypoint = int(neighbours.keypoints[query, 0])
+            candidate.votes[view].append((query, keypoint, best_distance))
+
+    def _shortlist(self, candidates: dict[int, _Candidate]) -> list[_Candidate]:
+        def strength(c: _Candidate) -> tuple[int, int]:
+            votes = max((len(v) for v in c.votes.values()), default=0)
+            return (int(c.hash_distance is not None), votes)
+
+        eligible = [
+            c
+            for c in candidates.values()
+            if c.hash_distance is not None
+            or max((len(v) for v in c.votes.values()), default=0) >= self.config.min_votes
+        ]
+        eligible.sort(key=strength, reverse=True)
+        return eligible[: self.config.max_candidates]
+
+    def _verify(self, candidate: _Candidate, listing: Fingerprint) -> None:
+        best: tuple[Verification, int, NDArray[np.float32], NDArray[np.float32]] | None = None
+        for view, votes in candidate.votes.items():
+            if len(votes) < max(4, self.config.min_inliers // 2):
+                continue
+            # One correspondence per reference keypoint: the closest listing descriptor wins.
+            closest: dict[int, tuple[int, int]] = {}
+            for query, keypoint, distance in votes:
+                if keypoint not in closest or distance < closest[keypoint][1]:
+                    closest[keypoint] = (query, distance)
+            reference_keypoints = self.catalog.keypoints(candidate.reference_id, view)
+            ref_idx = np.fromiter(closest.keys(), dtype=np.int64)
+            query_idx = np.array([q for q, _ in closest.values()], dtype=np.int64)
+            reference_points = reference_keypoints[ref_idx, :2]
+            listing_points = listing.features.keypoints[query_idx, :2]
+            reference = self.catalog.get(candidate.reference_id)
+            verification = verify_geometry(
+                reference_points, listing_points, (reference.width, reference.height), self.config
+            )
+            if verification is not None and (
+                best is None or verification.inliers > best[0].inliers
+            ):
+                best = (verification, view, reference_points, listing_points)
+        if best is not None:
+            candidate.verification, candidate.view = best[0], best[1]
+            candidate.reference_points, candidate.listing_points = best[2], best[3]
+
+    # ----------------------------------------------------------------------- scoring
+
+    def _matches(
+        self, candidates: list[_Candidate], listing: Fingerprint, scale: float, floor: float
+    ) -> list[Match]:
+        by_design: dict[str, Match] = {}
+        for candidate in candidates:
+            reference = self.catalog.get(candidate.reference_id)
+            match = self._score(candidate, reference, listing, scale)
+            if match.score < floor or match.score <= 0.0:
+                continue
+            current = by_design.get(match.design)
+            if current is None or match.score > current.score:
+                by_design[match.design] = match
+        return sorted(by_design.values(), key=lambda m: (-m.score, m.reference_id))
+
+    def _score(
+        self, candidate: _Candidate, reference: Reference, listing: Fingerprint, scale: float
+    ) -> Match:
+        config = self.config
+        reasons: list[str] = []
+        hash_score = 0.0
+        transform = ""
+        if candidate.hash_distance is not None and candidate.hash_variant is not None:
+            hash_score = 1.0 - 0.5 * candidate.hash_distance / (config.max_hamming_distance + 1)
+            transform = DIHEDRALS[candidate.hash_variant].name
+            reasons.append(
+                f"perceptual hashes ({', '.join(config.hashers)}) within "
+                f"{candidate.hash_distance} of {64} bits ({transform})"
+            )
+        orb_score, inliers, ratio, box = 0.0, 0, 0.0, None
+        pairs: tuple[tuple[float, float, float, float], ...] = ()
+        verification = candidate.verification
+        if verification is not None:
+            inliers, ratio = verification.inliers, verification.inlier_ratio
+            width, height = listing.width, listing.height
+            box = clip_box(verification.quad, width, height)
+            box_share = 0.0
+            if box is not None:
+                box_share = (box[2] - box[0]) * (box[3] - box[1]) / float(width * height)
+            # Weak inlier ratios and tiny boxes discount the inliers; more of either never hurts.
+            evidence = inliers * min(1.0, ratio / config.min_inlier_ratio)
+            evidence *= min(1.0, box_share / config.min_box_area_ratio)
+            orb_score = evidence / (evidence + config.score_half_inliers)
+            if not transform:
+                transform = self._describe_geometry(candidate.view, verification, width, height)
+            reasons.append(
+                f"{inliers} ORB correspondences of {len(verification.inlier_mask)} agree on one "
+                f"geometry ({ratio:.0%})"
+            )
+            if candidate.reference_points is not None and candidate.listing_points is not None:
+                mask = verification.inlier_mask
+                pairs = tuple(
+                    (float(r[0]), float(r[1]), float(p[0] * scale), float(p[1] * scale))
+                    for r, p in zip(
+                        candidate.reference_points[mask],
+                        candidate.listing_points[mask],
+                        strict=True,
+                    )
+                )
+            if box is not None:
+                box = (
+                    round(box[0] * scale),
+                    round(box[1] * scale),
+                    round(box[2] * scale),
+                    round(box[3] * scale),
+                )
+        # Noisy-or: independent kinds of evidence, each only raising the score.
+        score = 1.0 - (1.0 - hash_score) * (1.0 - orb_score)
+        return Match(
+            reference_id=reference.reference_id,
+            reference_path=reference.path,
+            design=reference.design,
+            brand=reference.brand,
+            score=score,
+            hash_distance=candidate.hash_distance,
+            inliers=inliers,
+            inlier_ratio=ratio,
+            transform=transform or "unknown",
+            box=box,
+            evidence="; ".join(reasons) if reasons else "too little evidence",
+            correspondences=pairs,
+        )
+
+    @staticmethod
+    def _describe_geometry(view: int, verification: Verification, width: int, height: int) -> str:
+        parts = ["mirrored"] if view == VIEW_MIRRORED else []
+        transform = verification.transform
+        angle = math.degrees(math.atan2(transform[1, 0], transform[0, 0]))
+        if abs(angle) >= 5:
+            parts.append(f"rotated-{round(-angle) % 360}")
+        quad = verification.quad
+        outside = (
+            quad[:, 0].min() < -0.05 * width
+            or quad[:, 1].min() < -0.05 * height
+            or quad[:, 0].max() > 1.05 * width
+            or quad[:, 1].max() > 1.05 * height
+        )
+        if outside:
+            parts.append("cropped")
+        box = clip_box(quad, width, height)
+        if box is not None and (box[2] - box[0]) * (box[3] - box[1]) < 0.6 * width * height:
+            parts.append("embedded")
+        return "+".join(parts) if parts else "similar"

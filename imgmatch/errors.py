@@ -1,0 +1,62 @@
+"""The errors imgmatch raises on purpose; each says what went wrong and what the user can do."""
+
+from __future__ import annotations
+
+
+class ImgmatchError(Exception):
+    """Base of every error imgmatch raises on purpose."""
+
+
+class InvalidImageError(ImgmatchError, ValueError):
+    """The input cannot be used as an image."""
+
+    reason = "invalid image"
+
+
+class EmptyImageError(InvalidImageError):
+    reason = "empty file"
+
+
+class FileTooLargeError(InvalidImageError):
+    reason = "file too large"
+
+
+class UnsupportedFormatError(InvalidImageError):
+    reason = "unsupported format"
+
+
+class CorruptImageError(InvalidImageError):
+    reason = "corrupt image"
+
+
+class TruncatedImageError(CorruptImageError):
+    reason = "truncated image"
+
+
+class ImageTooLargeError(InvalidImageError):
+    """Too many pixels: refused from the header, before decoding (decompression bombs)."""
+
+    reason = "too many pixels"
+
+
+class ImageTooSmallError(InvalidImageError):
+    reason = "image too small"
+
+
+class BlankImageError(InvalidImageError):
+    """Nearly uniform: nothing to compare, and a blank listing must never match anything."""
+
+    reason = "blank image"
+
+
+class CatalogError(ImgmatchError):
+    """The catalog cannot do what was asked (missing reference, unreadable database, ...)."""
+
+
+class ReferenceNotFoundError(CatalogError, KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "reference not found"
+
+
+class MetadataError(CatalogError):
+    """A reference metadata CSV is malformed."""

@@ -1,0 +1,188 @@
+"""ORB local features on a normalised gray image, and the RANSAC geometry that verifies them.
+
+Local features survive what perceptual hashes do not: crops, overlays, collages, pasting onto
+another photo, and (sometimes) a new photo of the same object. Both references and listings are
+reduced to the same working size and contrast-normalised, so that the same design yields the same
+corners whatever the photo's resolution or exposure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from imgmatch.config import DetectorConfig
+from imgmatch.images import RGBImage
+
+Keypoints = NDArray[np.float32]
+"""(n, 4) float32: x, y (pixels of the image given), size (pixels), angle (degrees)."""
+Descriptors = NDArray[np.uint8]
+"""(n, 32) uint8: 256-bit ORB descriptors."""
+
+DESCRIPTOR_BYTES = 32
+KEYPOINT_FIELDS = 4
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Keypoints and their descriptors, row for row."""
+
+    keypoints: Keypoints
+    descriptors: Descriptors
+
+    def __len__(self) -> int:
+        return int(self.keypoints.shape[0])
+
+    @staticmethod
+    def empty() -> FeatureSet:
+        return FeatureSet(
+            np.zeros((0, KEYPOINT_FIELDS), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8)
+        )
+
+
+class FeatureExtractor:
+    """ORB with the detector's settings; one per thread (OpenCV objects keep state)."""
+
+    def __init__(self, config: DetectorConfig) -> None:
+        self._config = config
+        self._orb = cv2.ORB_create(
+            nfeatures=config.orb_features,
+            scaleFactor=config.orb_scale_factor,
+            nlevels=config.orb_levels,
+            edgeThreshold=config.orb_edge_threshold_px,
+            patchSize=config.orb_edge_threshold_px * 2 + 1,
+            fastThreshold=config.orb_fast_threshold,
+        )
+        self._clahe = cv2.createCLAHE(clipLimit=config.clahe_clip_limit, tileGridSize=(8, 8))
+
+    def normalised_gray(self, image: RGBImage) -> tuple[NDArray[np.uint8], float]:
+        """Gray image at the working size with equalised local contrast, and its scale factor."""
+        # ORB wants 8-bit gray; convert once here, not per pyramid level.
+        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        height, width = gray.shape
+        scale = self._config.feature_side_px / max(height, width)
+        if abs(scale - 1.0) > 1e-3:
+            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            gray = cv2.resize(gray, size, interpolation=interpolation)
+        return self._clahe.apply(gray), scale
+
+    def extract(self, image: RGBImage, mirrored: bool = False) -> FeatureSet:
+        """ORB features of `image` (or of its mirror image), in `image`'s pixel coordinates."""
+        gray, scale = self.normalised_gray(image)
+        if mirrored:
+            gray = np.ascontiguousarray(gray[:, ::-1])
+        keypoints, descriptors = self._orb.detectAndCompute(gray, None)
+        if descriptors is None or not keypoints:
+            return FeatureSet.empty()
+        table = np.array(
+            [(k.pt[0], k.pt[1], k.size, k.angle) for k in keypoints], dtype=np.float32
+        ).reshape(-1, KEYPOINT_FIELDS)
+        table[:, :3] /= scale
+        return FeatureSet(table, np.ascontiguousarray(descriptors, dtype=np.uint8))
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A geometric model that explains enough correspondences."""
+
+    inliers: int
+    inlier_ratio: float
+    # 3x3 transform from reference pixels to listing pixels.
+    transform: NDArray[np.float64]
+    # Reference corners mapped into the listing (4 x 2), before clipping.
+    quad: NDArray[np.float64]
+    inlier_mask: NDArray[np.bool_]
+
+
+def verify_geometry(
+    reference_points: NDArray[np.float32],
+    listing_points: NDArray[np.float32],
+    reference_size: tuple[int, int],
+    config: DetectorConfig,
+) -> Verification | None:
+    """Fit reference -> listing geometry with RANSAC; None where no plausible model explains it.
+
+    Tries a similarity (rotation, scale, shift: reuse and collages) and a homography (perspective:
+    re-photographed screens, warped copies), and keeps the plausible one with more inliers.
+    """
+    count = len(reference_points)
+    if count < max(4, config.min_inliers):
+        return None
+    src = reference_points.reshape(-1, 1, 2).astype(np.float32)
+    dst = listing_points.reshape(-1, 1, 2).astype(np.float32)
+    best: Verification | None = None
+    affine, mask = cv2.estimateAffinePartial2D(
+        src,
+        dst,
+        method=cv2.RANSAC,
+        ransacReprojThreshold=config.ransac_reprojection_px,
+        maxIters=2000,
+        confidence=0.995,
+    )
+    if affine is not None and mask is not None:
+        best = _plausible(np.vstack([affine, [0.0, 0.0, 1.0]]), mask, reference_size, count)
+    homography, mask = cv2.findHomography(
+        src, dst, cv2.USAC_MAGSAC, config.ransac_reprojection_px, maxIters=2000, confidence=0.995
+    )
+    if homography is not None and mask is not None:
+        candidate = _plausible(homography, mask, reference_size, count)
+        # A homography has more freedom; prefer it only when it explains clearly more.
+        if candidate is not None and (best is None or candidate.inliers > best.inliers * 1.1):
+            best = candidate
+    return best
+
+
+def _plausible(
+    transform: NDArray[np.float64],
+    mask: NDArray[np.uint8],
+    reference_size: tuple[int, int],
+    count: int,
+) -> Verification | None:
+    width, height = reference_size
+    corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float64)
+    homogeneous = np.hstack([corners, np.ones((4, 1))]) @ transform.T
+    if np.any(homogeneous[:, 2] <= 1e-6):
+        return None  # a corner maps behind the camera: not a picture of the reference
+    quad = homogeneous[:, :2] / homogeneous[:, 2:3]
+    if not _is_convex(quad):
+        return None
+    area = _polygon_area(quad)
+    reference_area = float(width * height)
+    # Shrinking a reference below 1/400 of its area, or blowing it up 400x, is no real copy.
+    if not reference_area / 400 <= area <= reference_area * 400:
+        return None
+    sides = np.linalg.norm(np.roll(quad, -1, axis=0) - quad, axis=1)
+    if sides.min() <= 0 or sides.max() / sides.min() > 8 * max(width, height) / min(width, height):
+        return None  # extreme perspective or a collapsed side
+    inlier_mask = mask.reshape(-1).astype(bool)
+    inliers = int(inlier_mask.sum())
+    return Verification(inliers, inliers / count, transform, quad, inlier_mask)
+
+
+def _polygon_area(quad: NDArray[np.float64]) -> float:
+    x, y = quad[:, 0], quad[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def _is_convex(quad: NDArray[np.float64]) -> bool:
+    edges = np.roll(quad, -1, axis=0) - quad
+    following = np.roll(edges, -1, axis=0)
+    cross = edges[:, 0] * following[:, 1] - edges[:, 1] * following[:, 0]
+    return bool(np.all(cross > 0) or np.all(cross < 0))
+
+
+def clip_box(
+    quad: NDArray[np.float64], width: int, height: int
+) -> tuple[int, int, int, int] | None:
+    """Axis-aligned box of `quad` clipped to the image; None where nothing is left inside."""
+    x0 = max(0, int(np.floor(quad[:, 0].min())))
+    y0 = max(0, int(np.floor(quad[:, 1].min())))
+    x1 = min(width, int(np.ceil(quad[:, 0].max())))
+    y1 = min(height, int(np.ceil(quad[:, 1].max())))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return (x0, y0, x1, y1)
