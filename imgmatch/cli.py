@@ -164,3 +164,22 @@ def catalog_rebuild(catalog: CatalogOption = None) -> None:
     with _open_catalog(catalog, create=False) as store:
         store.rebuild()
         err.print(f"rebuilt indexes of {store.count()} references in {store.directory}")
+
+
+@app.command()
+def serve(
+    catalog: CatalogOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the HTTP service: check API, reference management, review page (IMGMATCH_* settings)."""
+    # Imported here so the other commands start without loading the web stack.
+    import uvicorn
+
+    from service.app import configure_logging, create_app
+    from service.settings import ServiceSettings
+
+    settings = ServiceSettings(**({"catalog": catalog} if catalog else {}))
+    configure_logging(settings)
+    err.print(f"imgmatch serving {settings.catalog_dir()} on http://{host}:{port}")
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)

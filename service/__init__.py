@@ -1,0 +1,1 @@
+"""The imgmatch HTTP service: check API, reference management, review and catalog pages."""

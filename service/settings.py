@@ -1,0 +1,56 @@
+"""The service's one settings object, read from `IMGMATCH_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from imgmatch.catalog import resolve_catalog_dir
+
+
+class ServiceSettings(BaseSettings):
+    """Everything `imgmatch serve` can be told; each field is `IMGMATCH_<NAME>` in the environment.
+
+    `catalog` is the same variable the CLI reads (contract C1), so both see one catalog.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="IMGMATCH_", extra="ignore")
+
+    catalog: Path | None = Field(
+        default=None, description="Catalog folder (default: ./imgmatch-data, contract C1)."
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="Key for reference writes (X-API-Key); unset = writes refused."
+    )
+    check_api_key: SecretStr | None = Field(
+        default=None, description="If set, POST /v1/checks also needs X-API-Key (this or api_key)."
+    )
+    max_body_bytes: int = Field(
+        default=20 * 1024 * 1024, gt=0, description="Request bodies over this are answered 413."
+    )
+    max_files: int = Field(default=10, gt=0, description="Most images in one check request.")
+    flag_threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Flag threshold when the catalog holds no calibrated one.",
+    )
+    min_score: float | None = Field(
+        default=None, ge=0, le=1, description="Default lowest score reported (None: threshold)."
+    )
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        gt=0,
+        description="Checks and fingerprints computed at once; more requests wait their turn.",
+    )
+    page_size_max: int = Field(default=200, gt=0, description="Largest reference page size.")
+    thumbnail_side_px: int = Field(default=480, ge=32, description="Long side of thumbnails.")
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    def catalog_dir(self) -> Path:
+        return resolve_catalog_dir(self.catalog)
