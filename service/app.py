@@ -235,6 +235,8 @@ def _add_api_routes(app: FastAPI) -> None:
         tags=["checks"],
         dependencies=[Depends(require_check_key)],
         responses=_problems(400, 401, 403, 413, 415, 503),
+        # C4 fields appear only where they apply (error, correspondences), never as null.
+        response_model_exclude_unset=True,
     )
     def check(
         state: State,
