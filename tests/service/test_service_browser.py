@@ -1,0 +1,67 @@
+"""The review and catalog pages in real headless Chromium (Debian's package, via Playwright)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import LiveServer
+from service_helpers import jpeg_bytes, listing_with
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def page(live_server: LiveServer):  # type: ignore[no-untyped-def]
+    if not CHROMIUM.exists() and shutil.which("chromium") is None:
+        pytest.skip("no Chromium at /usr/bin/chromium: `apt-get install chromium` (.ci/run does)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="Playwright's Python package is not installed"
+    )
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 800})
+        finally:
+            browser.close()
+
+
+def test_review_page_shows_the_verdict_and_box_then_the_catalog(
+    page, live_server: LiveServer, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    listing = tmp_path / "listing.jpg"
+    listing.write_bytes(jpeg_bytes(listing_with("D004_0.jpg", np.random.default_rng(3))))
+    page.goto(f"{live_server.url}/")
+    page.set_input_files("#listing", str(listing))
+    verdict = page.locator("#verdict")
+    verdict.wait_for(state="visible", timeout=30_000)
+    page.wait_for_function("document.querySelector('#verdict').textContent.length > 0")
+    assert verdict.inner_text().startswith("Flagged: copies D004")
+    box = page.locator("#evidence rect.box")
+    box.first.wait_for(state="attached", timeout=10_000)
+    assert box.first.get_attribute("data-design") == "D004"
+    assert page.locator("#evidence line.pair").count() > 0
+    page.uncheck("#show-lines")
+    assert not page.locator("#evidence line.pair").first.is_visible()
+    assert "score" in page.locator("#matches").inner_text()
+
+    page.click("text=Catalog")
+    page.wait_for_url(f"{live_server.url}/catalog")
+    assert page.locator(".card").count() >= 6
+    page.fill("#q-design", "D037")
+    page.click("button:has-text('Search')")
+    page.wait_for_url("**design=D037**")
+    assert page.locator(".card").count() == 1
