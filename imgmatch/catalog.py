@@ -238,6 +238,9 @@ class Catalog:
             self.directory.mkdir(parents=True, exist_ok=True)
         if not self.directory.is_dir():
             raise CatalogError(f"{self.directory} is not a directory")
+        # FAISS parallelises one search over OpenMP threads; concurrent searches (service
+        # threads, worker processes) then oversubscribe the cores, so the count is a setting.
+        faiss.omp_set_num_threads(self.config.faiss_threads)
         self._db_lock = threading.RLock()
         self._index_lock = _ReadWriteLock()
         try:
@@ -830,18 +833,25 @@ class Catalog:
         bits = DESCRIPTOR_BYTES * 8
         if count <= self.config.exact_search_max_descriptors:
             return faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(bits))
+        # A query costs ~lists (coarse step) + probes * count / lists comparisons: least at
+        # lists = sqrt(probes * count).
         lists = int(
-            np.clip(4 * np.sqrt(count), self.config.ivf_min_lists, self.config.ivf_max_lists)
+            np.clip(
+                np.sqrt(self.config.ivf_probes * count),
+                self.config.ivf_min_lists,
+                self.config.ivf_max_lists,
+            )
         )
         quantizer = faiss.IndexBinaryFlat(bits)
-        index = faiss.IndexBinaryIVF(quantizer, bits, lists)
-        index.own_fields = True
-        # Train on a fixed, seeded sample: enough points per list, independent of catalog order.
+        # Centroids are a seeded sample of the catalog's own descriptors. Binary k-means costs
+        # lists x points x iterations, minutes at catalog scale, and on ORB descriptors gave no
+        # better recall than sampled centroids (99 % top-1 agreement with exact at 8 probes).
         rng = np.random.default_rng(0)
-        sample_size = min(count, lists * self.config.ivf_training_points_per_list)
-        sample = training[rng.choice(count, size=sample_size, replace=False)]
-        index.train(np.ascontiguousarray(sample))
-        # Keep the Python wrapper alive as long as the index that points to it.
+        centroids = training[np.sort(rng.choice(count, size=lists, replace=False))]
+        quantizer.add(np.ascontiguousarray(centroids))
+        index = faiss.IndexBinaryIVF(quantizer, bits, lists)
+        index.is_trained = True
+        # The IVF index points into the quantizer; keep the Python wrapper alive with it.
         index.referenced_quantizer = quantizer
         return index
 

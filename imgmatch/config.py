@@ -31,6 +31,10 @@ class DetectorConfig:
     # ORB path: features on a normalised gray image whose long side is this many pixels.
     feature_side_px: int = 640
     orb_features: int = 1000
+    # Listings keep up to this much of their resolution (see FeatureExtractor), with more
+    # features to cover it.
+    listing_max_side_px: int = 1024
+    listing_orb_features: int = 1500
     orb_scale_factor: float = 1.2
     orb_levels: int = 8
     # Polished metal has few corners; a low FAST threshold keeps enough of them.
@@ -72,14 +76,15 @@ class DetectorConfig:
 class SearchConfig:
     """How the descriptor index is chosen and searched."""
 
-    # Up to this many descriptors an exact flat index is fast enough; beyond, an IVF index.
-    exact_search_max_descriptors: int = 300_000
+    # Up to this many descriptors an exact flat index is fast enough (a listing's 1,000
+    # descriptors against 20,000 take a few ms); beyond, an inverted-file (IVF) index.
+    exact_search_max_descriptors: int = 20_000
     ivf_min_lists: int = 64
-    ivf_max_lists: int = 8192
-    ivf_probes: int = 16
-    ivf_training_points_per_list: int = 64
-    # Rebuild (and retrain) the IVF index when the catalog grew this much since training.
+    ivf_max_lists: int = 65_536
+    ivf_probes: int = 8
+    # Rebuild the IVF index (new centroids, new list count) when the catalog grew this much.
     ivf_retrain_growth: float = 2.0
+    faiss_threads: int = 1
     # FAISS index files larger than this are refused rather than deserialised.
     max_index_file_bytes: int = 8 * 1024**3
 

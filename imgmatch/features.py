@@ -46,10 +46,15 @@ class FeatureSet:
 class FeatureExtractor:
     """ORB with the detector's settings; one per thread (OpenCV objects keep state)."""
 
-    def __init__(self, config: DetectorConfig) -> None:
+    def __init__(self, config: DetectorConfig, *, listing: bool = False) -> None:
         self._config = config
+        # References are studio shots normalised to one size; a listing keeps up to
+        # `listing_max_side_px` of its own resolution, because a pasted or collaged copy
+        # occupies only part of it.
+        self._min_side = config.feature_side_px
+        self._max_side = config.listing_max_side_px if listing else config.feature_side_px
         self._orb = cv2.ORB_create(
-            nfeatures=config.orb_features,
+            nfeatures=config.listing_orb_features if listing else config.orb_features,
             scaleFactor=config.orb_scale_factor,
             nlevels=config.orb_levels,
             edgeThreshold=config.orb_edge_threshold_px,
@@ -63,7 +68,8 @@ class FeatureExtractor:
         # ORB wants 8-bit gray; convert once here, not per pyramid level.
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         height, width = gray.shape
-        scale = self._config.feature_side_px / max(height, width)
+        side = min(max(max(height, width), self._min_side), self._max_side)
+        scale = side / max(height, width)
         if abs(scale - 1.0) > 1e-3:
             interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
             size = (max(1, round(width * scale)), max(1, round(height * scale)))

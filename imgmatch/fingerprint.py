@@ -39,6 +39,7 @@ class Fingerprinter:
     def __init__(self, config: DetectorConfig) -> None:
         self.config = config
         self._extractor = FeatureExtractor(config)
+        self._listing_extractor = FeatureExtractor(config, listing=True)
 
     def reference(self, image: RGBImage) -> Fingerprint:
         """Fingerprint a reference photo: identity hashes, features as shot and mirrored."""
@@ -62,5 +63,5 @@ class Fingerprinter:
             width=int(image.shape[1]),
             height=int(image.shape[0]),
             hashes=self.listing_hashes(image),
-            views=(self._extractor.extract(image),),
+            views=(self._listing_extractor.extract(image),),
         )

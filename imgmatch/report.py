@@ -30,7 +30,7 @@ CSV_COLUMNS = (
 def render_table(results: Iterable[CheckResult], console: Console, *, threshold: float) -> None:
     """One row per listing: verdict, best design, score and the evidence behind it."""
     table = Table(title=f"imgmatch check (flag threshold {threshold:.2f})")
-    for column in ("listing", "verdict", "design", "score", "evidence", "box"):
+    for column in ("listing", "verdict", "designs (score)", "evidence (best)", "box (best)"):
         table.add_column(column, overflow="fold")
     for result in results:
         top = result.top
@@ -41,8 +41,7 @@ def render_table(results: Iterable[CheckResult], console: Console, *, threshold:
         table.add_row(
             result.path or "-",
             verdict,
-            top.design if top else "-",
-            f"{top.score:.2f}" if top else "-",
+            "\n".join(f"{m.design} ({m.score:.2f})" for m in result.matches) or "-",
             (top.evidence if top else (result.error or "")),
             str(list(top.box)) if top and top.box else "-",
         )
