@@ -1,0 +1,114 @@
+"""Perceptual hashes: pinned golden codes, the dihedral naming table, and robustness to reuse."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgmatch.hashing import DIHEDRALS, HASH_BITS, HASHERS, compute_hashes, hamming_distance
+
+# What a seller did to the official photo, written independently of hashing.DIHEDRALS (numpy
+# rot90 with k=-1 turns clockwise), so the test checks that table's names and undo transposes.
+SELLER_TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "identical": lambda a: a,
+    "mirrored": np.fliplr,
+    "rotated-90": lambda a: np.rot90(a, -1),
+    "rotated-180": lambda a: np.rot90(a, 2),
+    "rotated-270": lambda a: np.rot90(a, 1),
+    "mirrored-rotated-90": lambda a: np.rot90(np.fliplr(a), -1),
+    "flipped": np.flipud,
+    "mirrored-rotated-270": lambda a: np.rot90(np.fliplr(a), 1),
+}
+
+# Golden codes of make_photo(42), packed MSB-first, as hex. A change here means every
+# stored catalog's hashes changed too: the catalog would need re-indexing.
+GOLDEN_PHASH = "b21acfc9c9461c2f"
+GOLDEN_DHASH = "890d2d8c9696cd0c"
+
+
+@pytest.fixture(scope="module")
+def base(make_photo: Callable[..., np.ndarray]) -> np.ndarray:
+    return make_photo(42)
+
+
+@pytest.fixture(scope="module")
+def base_hashes(base: np.ndarray) -> dict[str, np.ndarray]:
+    return compute_hashes(base, ("phash", "dhash"))
+
+
+def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def test_golden_phash_and_dhash(base_hashes: dict[str, np.ndarray]) -> None:
+    assert base_hashes["phash"].shape == (1, HASH_BITS // 8)
+    assert base_hashes["phash"].dtype == np.uint8
+    assert base_hashes["phash"][0].tobytes().hex() == GOLDEN_PHASH
+    assert base_hashes["dhash"][0].tobytes().hex() == GOLDEN_DHASH
+
+
+def test_hashing_is_deterministic(base: np.ndarray) -> None:
+    first = compute_hashes(base, tuple(HASHERS), variants=8)
+    second = compute_hashes(base.copy(), tuple(HASHERS), variants=8)
+    for name in HASHERS:
+        assert first[name].shape == (8, 8)
+        assert np.array_equal(first[name], second[name])
+
+
+def test_dihedral_table_covers_the_seller_transforms() -> None:
+    assert [d.name for d in DIHEDRALS] == list(SELLER_TRANSFORMS)
+    assert DIHEDRALS[0].undo is None
+
+
+@pytest.mark.parametrize("transform", list(SELLER_TRANSFORMS))
+def test_each_variant_undoes_the_transform_it_is_named_after(
+    base: np.ndarray, base_hashes: dict[str, np.ndarray], transform: str
+) -> None:
+    listing = np.ascontiguousarray(SELLER_TRANSFORMS[transform](base))
+    variants = compute_hashes(listing, ("phash", "dhash"), variants=len(DIHEDRALS))
+    index = [d.name for d in DIHEDRALS].index(transform)
+    for name in ("phash", "dhash"):
+        distances = [hamming_distance(base_hashes[name][0], row) for row in variants[name]]
+        assert distances[index] <= 2, (name, distances)
+        # ...and only that variant: the table must not alias two transforms.
+        assert min(d for i, d in enumerate(distances) if i != index) > 10, (name, distances)
+
+
+def test_hamming_distance_on_hand_made_codes() -> None:
+    zeros = np.zeros(8, np.uint8)
+    ones = np.full(8, 0xFF, np.uint8)
+    one_bit = zeros.copy()
+    one_bit[3] = 0b0001_0000
+    assert hamming_distance(zeros, zeros) == 0
+    assert hamming_distance(zeros, ones) == 64
+    assert hamming_distance(zeros, one_bit) == 1
+    assert hamming_distance(ones, one_bit) == 63
+    alternating = np.full(8, 0b1010_1010, np.uint8)
+    assert hamming_distance(alternating, np.full(8, 0b0101_0101, np.uint8)) == 64
+    assert hamming_distance(alternating, zeros) == 32
+    # Symmetric, and the result is a plain int (it goes into JSON).
+    assert hamming_distance(one_bit, ones) == hamming_distance(ones, one_bit)
+    assert type(hamming_distance(zeros, ones)) is int
+
+
+def test_reuse_stays_close_and_an_unrelated_photo_is_far(
+    base: np.ndarray, base_hashes: dict[str, np.ndarray], make_photo: Callable[..., np.ndarray]
+) -> None:
+    reference = base_hashes["phash"][0]
+    half = np.asarray(Image.fromarray(base).resize((240, 180), Image.Resampling.BILINEAR))
+    listings = {
+        "base_jpeg-q30": jpeg_round_trip(base, 30),
+        "base_resize-50": half,
+        "base_resize-50_jpeg-q30": jpeg_round_trip(half, 30),
+    }
+    for name, listing in listings.items():
+        distance = hamming_distance(reference, compute_hashes(listing, ("phash",))["phash"][0])
+        assert distance <= 8, name
+    unrelated = compute_hashes(make_photo(43), ("phash",))["phash"][0]
+    assert hamming_distance(reference, unrelated) > 16
