@@ -186,11 +186,13 @@ class _ReadWriteLock:
         self._condition = threading.Condition()
         self._readers = 0
         self._writer = False
+        self._writers_waiting = 0
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
         with self._condition:
-            while self._writer:
+            # Waiting writers go first: a steady stream of searches must not starve an add.
+            while self._writer or self._writers_waiting:
                 self._condition.wait()
             self._readers += 1
         try:
@@ -204,8 +206,10 @@ class _ReadWriteLock:
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         with self._condition:
+            self._writers_waiting += 1
             while self._writer or self._readers:
                 self._condition.wait()
+            self._writers_waiting -= 1
             self._writer = True
         try:
             yield
@@ -259,6 +263,8 @@ class Catalog:
         self._descriptor_index: Any = None
         self._descriptor_trained_size = 0
         self._loaded_generation = -1
+        # True while the in-memory indexes differ from the files on disk.
+        self._dirty = False
         self._designs: dict[int, str] = {}
         self._designs_generation = -1
         self.index_source = ""
@@ -281,12 +287,12 @@ class Catalog:
     def flush(self) -> None:
         """Write every index cache whose stamp is behind the database (atomic, stamped)."""
         with self._index_lock.reading():
+            if not self._dirty:
+                return
             generation = self._loaded_generation
             for name, index in self._named_indexes():
-                stamp = self._meta(f"index.{name}")
-                if stamp and json.loads(stamp).get("generation") == generation:
-                    continue
                 self._write_index(name, index, generation)
+            self._dirty = False
 
     # ----------------------------------------------------------------------- references
 
@@ -354,6 +360,7 @@ class Catalog:
                     for reference_id, fingerprint in new_rows:
                         self._index_fingerprint(reference_id, fingerprint)
                     self._loaded_generation = generation
+                    self._dirty = True
                     self._maybe_retrain()
                 else:
                     self._rebuild_locked()
@@ -369,6 +376,7 @@ class Catalog:
             if self._loaded_generation == generation - 1:
                 self._unindex(reference_id, views)
                 self._loaded_generation = generation
+                self._dirty = True
             else:
                 self._rebuild_locked()
         return reference
@@ -826,6 +834,7 @@ class Catalog:
             self._descriptor_index.add_with_ids(descriptors, ids)
         self._descriptor_trained_size = total
         self._loaded_generation = generation
+        self._dirty = True
         self._apply_search_parameters()
 
     def _new_descriptor_index(self, training: NDArray[np.uint8]) -> Any:

@@ -35,6 +35,12 @@ class DetectorConfig:
     # features to cover it.
     listing_max_side_px: int = 1024
     listing_orb_features: int = 1500
+    # ORB detects this many times the features wanted, then keeps them spread over a grid of
+    # orb_grid_cells x orb_grid_cells: orb_grid_share of the budget is shared out per cell, the
+    # rest goes to the strongest.
+    orb_oversampling: int = 3
+    orb_grid_cells: int = 8
+    orb_grid_share: float = 0.5
     orb_scale_factor: float = 1.2
     orb_levels: int = 8
     # Polished metal has few corners; a low FAST threshold keeps enough of them.
@@ -55,6 +61,9 @@ class DetectorConfig:
     ransac_reprojection_px: float = 6.0
     min_inliers: int = 12
     min_inlier_ratio: float = 0.2
+    # A weaker design whose inliers lie this much inside a stronger design's verified
+    # reference frame is explained by that reference, and dropped.
+    max_explained_share: float = 0.8
     # A verified region smaller than this share of the listing is too small to be evidence.
     min_box_area_ratio: float = 0.005
 

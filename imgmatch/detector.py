@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from imgmatch.catalog import Catalog, DescriptorNeighbours, HashHit, Reference
 from imgmatch.config import DetectorConfig, ImageLimits
-from imgmatch.errors import InvalidImageError
+from imgmatch.errors import InvalidImageError, ReferenceNotFoundError
 from imgmatch.features import Verification, clip_box, verify_geometry
 from imgmatch.fingerprint import VIEW_MIRRORED, Fingerprint, Fingerprinter
 from imgmatch.hashing import DIHEDRALS
@@ -128,6 +128,8 @@ class _Candidate:
     view: int = 0
     reference_points: NDArray[np.float32] | None = None
     listing_points: NDArray[np.float32] | None = None
+    # Index of each correspondence's listing keypoint.
+    query_indices: NDArray[np.int64] | None = None
 
 
 class _Stopwatch:
@@ -240,9 +242,12 @@ class Detector:
             self._vote(neighbours, designs, candidates)
         with watch.stage("verify"):
             shortlisted = self._shortlist(candidates)
+            references = self._still_present(shortlisted)
+            shortlisted = [c for c in shortlisted if c.reference_id in references]
             for candidate in shortlisted:
-                self._verify(candidate, fingerprint)
-            matches = self._matches(shortlisted, fingerprint, scale, floor)
+                self._verify(candidate, fingerprint, references[candidate.reference_id])
+            self._assign_exclusively(shortlisted, references)
+            matches = self._matches(shortlisted, references, fingerprint, scale, floor)
         return CheckResult(
             path=path,
             status="ok",
@@ -326,8 +331,21 @@ class Detector:
         eligible.sort(key=strength, reverse=True)
         return eligible[: self.config.max_candidates]
 
-    def _verify(self, candidate: _Candidate, listing: Fingerprint) -> None:
-        best: tuple[Verification, int, NDArray[np.float32], NDArray[np.float32]] | None = None
+    def _still_present(self, candidates: list[_Candidate]) -> dict[int, Reference]:
+        """The candidates' references; one removed since the search is dropped, never reported."""
+        present = {}
+        for candidate in candidates:
+            try:
+                present[candidate.reference_id] = self.catalog.get(candidate.reference_id)
+            except ReferenceNotFoundError:
+                continue
+        return present
+
+    def _verify(self, candidate: _Candidate, listing: Fingerprint, reference: Reference) -> None:
+        best: (
+            tuple[Verification, int, NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]
+            | None
+        ) = None
         for view, votes in candidate.votes.items():
             if len(votes) < max(4, self.config.min_inliers // 2):
                 continue
@@ -336,32 +354,87 @@ class Detector:
             for query, keypoint, distance in votes:
                 if keypoint not in closest or distance < closest[keypoint][1]:
                     closest[keypoint] = (query, distance)
-            reference_keypoints = self.catalog.keypoints(candidate.reference_id, view)
+            try:
+                reference_keypoints = self.catalog.keypoints(candidate.reference_id, view)
+            except ReferenceNotFoundError:
+                return
             ref_idx = np.fromiter(closest.keys(), dtype=np.int64)
             query_idx = np.array([q for q, _ in closest.values()], dtype=np.int64)
             reference_points = reference_keypoints[ref_idx, :2]
             listing_points = listing.features.keypoints[query_idx, :2]
-            reference = self.catalog.get(candidate.reference_id)
             verification = verify_geometry(
                 reference_points, listing_points, (reference.width, reference.height), self.config
             )
             if verification is not None and (
                 best is None or verification.inliers > best[0].inliers
             ):
-                best = (verification, view, reference_points, listing_points)
+                best = (verification, view, reference_points, listing_points, query_idx)
         if best is not None:
             candidate.verification, candidate.view = best[0], best[1]
             candidate.reference_points, candidate.listing_points = best[2], best[3]
+            candidate.query_indices = best[4]
+
+    def _assign_exclusively(
+        self, candidates: list[_Candidate], references: dict[int, Reference]
+    ) -> None:
+        """Give each listing keypoint to one design: the best-verified one that explains it.
+
+        A tile of a collage also half-matches the other designs of its family (clover pendants
+        share their chain, their rim); once the right design has explained those keypoints,
+        what a rival has left must verify on its own or the rival is dropped.
+        """
+        claimed: dict[int, str] = {}
+        regions: list[tuple[str, NDArray[np.float64]]] = []
+        verified = [c for c in candidates if c.verification is not None]
+        verified.sort(key=lambda c: -c.verification.inliers if c.verification else 0)
+        for candidate in verified:
+            design = references[candidate.reference_id].design
+            queries = candidate.query_indices
+            reference_points = candidate.reference_points
+            listing_points = candidate.listing_points
+            if queries is None or reference_points is None or listing_points is None:
+                continue
+            free = np.array([claimed.get(int(q), design) == design for q in queries], dtype=bool)
+            if not free.all():
+                reference = references[candidate.reference_id]
+                candidate.query_indices = queries = queries[free]
+                candidate.reference_points = reference_points[free]
+                candidate.listing_points = listing_points[free]
+                candidate.verification = verify_geometry(
+                    candidate.reference_points,
+                    candidate.listing_points,
+                    (reference.width, reference.height),
+                    self.config,
+                )
+            if candidate.verification is None:
+                continue
+            inlier_points = listing_points[free][candidate.verification.inlier_mask]
+            if any(
+                other != design
+                and _share_inside(inlier_points, quad) >= self.config.max_explained_share
+                for other, quad in regions
+            ):
+                # The region is a stronger design's reference photo; what matched inside it
+                # is that photo's content, not a second product.
+                candidate.verification = None
+                continue
+            regions.append((design, candidate.verification.quad))
+            for query in queries[candidate.verification.inlier_mask]:
+                claimed.setdefault(int(query), design)
 
     # ----------------------------------------------------------------------- scoring
 
     def _matches(
-        self, candidates: list[_Candidate], listing: Fingerprint, scale: float, floor: float
+        self,
+        candidates: list[_Candidate],
+        references: dict[int, Reference],
+        listing: Fingerprint,
+        scale: float,
+        floor: float,
     ) -> list[Match]:
         by_design: dict[str, Match] = {}
         for candidate in candidates:
-            reference = self.catalog.get(candidate.reference_id)
-            match = self._score(candidate, reference, listing, scale)
+            match = self._score(candidate, references[candidate.reference_id], listing, scale)
             if match.score < floor or match.score <= 0.0:
                 continue
             current = by_design.get(match.design)
@@ -457,3 +530,14 @@ class Detector:
         if box is not None and (box[2] - box[0]) * (box[3] - box[1]) < 0.6 * width * height:
             parts.append("embedded")
         return "+".join(parts) if parts else "similar"
+
+
+def _share_inside(points: NDArray[np.float32], quad: NDArray[np.float64]) -> float:
+    """Share of `points` inside the convex quadrilateral `quad`."""
+    if len(points) == 0:
+        return 0.0
+    edges = np.roll(quad, -1, axis=0) - quad
+    relative = points[:, None, :].astype(np.float64) - quad[None, :, :]
+    cross = edges[None, :, 0] * relative[:, :, 1] - edges[None, :, 1] * relative[:, :, 0]
+    inside = np.all(cross >= 0, axis=1) | np.all(cross <= 0, axis=1)
+    return float(inside.mean())

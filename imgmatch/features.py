@@ -8,6 +8,7 @@ corners whatever the photo's resolution or exposure.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -53,8 +54,9 @@ class FeatureExtractor:
         # occupies only part of it.
         self._min_side = config.feature_side_px
         self._max_side = config.listing_max_side_px if listing else config.feature_side_px
+        self._target = config.listing_orb_features if listing else config.orb_features
         self._orb = cv2.ORB_create(
-            nfeatures=config.listing_orb_features if listing else config.orb_features,
+            nfeatures=self._target * config.orb_oversampling,
             scaleFactor=config.orb_scale_factor,
             nlevels=config.orb_levels,
             edgeThreshold=config.orb_edge_threshold_px,
@@ -81,7 +83,11 @@ class FeatureExtractor:
         gray, scale = self.normalised_gray(image)
         if mirrored:
             gray = np.ascontiguousarray(gray[:, ::-1])
-        keypoints, descriptors = self._orb.detectAndCompute(gray, None)
+        detected = self._orb.detect(gray, None)
+        if not detected:
+            return FeatureSet.empty()
+        chosen = [detected[i] for i in self._spread(detected, gray.shape)]
+        keypoints, descriptors = self._orb.compute(gray, chosen)
         if descriptors is None or not keypoints:
             return FeatureSet.empty()
         table = np.array(
@@ -89,6 +95,40 @@ class FeatureExtractor:
         ).reshape(-1, KEYPOINT_FIELDS)
         table[:, :3] /= scale
         return FeatureSet(table, np.ascontiguousarray(descriptors, dtype=np.uint8))
+
+    def _spread(self, keypoints: Sequence[cv2.KeyPoint], shape: tuple[int, ...]) -> list[int]:
+        """Indices of the keypoints to keep, pyramid level by level: the strongest few of each
+        grid cell first, then the strongest of the level.
+
+        ORB alone keeps the strongest corners, so a busy region (a chain, a textured backdrop,
+        one tile of a collage) crowds out a plain one (a polished bangle), which then cannot be
+        matched. Each level keeps ORB's own share of the budget so scales still correspond.
+        """
+        if len(keypoints) <= self._target:
+            return list(range(len(keypoints)))
+        cells = self._config.orb_grid_cells
+        height, width = shape[:2]
+        points = np.array([k.pt for k in keypoints], dtype=np.float32)
+        response = np.array([k.response for k in keypoints], dtype=np.float32)
+        octave = np.array([k.octave for k in keypoints], dtype=np.int64)
+        column = np.minimum((points[:, 0] * cells / width).astype(np.int64), cells - 1)
+        row = np.minimum((points[:, 1] * cells / height).astype(np.int64), cells - 1)
+        cell = row * cells + column
+        chosen: list[NDArray[np.int64]] = []
+        for level in np.unique(octave):
+            members = np.flatnonzero(octave == level)
+            budget = max(1, round(len(members) * self._target / len(keypoints)))
+            order = members[np.lexsort((-response[members], cell[members]))]
+            # Rank of each keypoint within its cell, strongest first.
+            first_in_cell = np.searchsorted(cell[order], cell[order], side="left")
+            rank = np.arange(len(order)) - first_in_cell
+            quota = max(1, int(budget * self._config.orb_grid_share) // (cells * cells))
+            spread = order[rank < quota]
+            spread = spread[np.argsort(-response[spread])][:budget]
+            rest = order[rank >= quota]
+            rest = rest[np.argsort(-response[rest])][: budget - len(spread)]
+            chosen.extend([spread, rest])
+        return np.concatenate(chosen).tolist()
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ class DecodedImage:
 
 
 def load_image(source: bytes | Path, limits: ImageLimits | None = None) -> RGBImage:
-    """Decode `source` (file bytes or a path) into an RGB uint8 array, or raise `InvalidImageError`."""
+    """Decode `source` (file bytes or a path) to an RGB uint8 array, or raise InvalidImageError."""
     return decode_image(source, limits).pixels
 
 
@@ -79,6 +79,13 @@ def decode_image(source: bytes | Path, limits: ImageLimits | None = None) -> Dec
     return _decode_stream(name, io.BytesIO(source), limits)
 
 
+def _registered_formats() -> list[str]:
+    """The allowed formats this Pillow can open (Pillow 13 opens MPO files as JPEG and no
+    longer registers MPO itself; naming an unknown format is an error)."""
+    Image.init()
+    return [name for name in ALLOWED_FORMATS if name in Image.OPEN]
+
+
 def _check_file_size(name: str, size: int, limits: ImageLimits) -> None:
     if size == 0:
         raise EmptyImageError(f"{name}: the file is empty (0 bytes)")
@@ -93,7 +100,7 @@ def _decode_stream(name: str, stream: BinaryIO, limits: ImageLimits) -> DecodedI
         # Pillow only warns between its own limit and twice it; imgmatch refuses outright.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(stream, formats=ALLOWED_FORMATS)
+            image = Image.open(stream, formats=_registered_formats())
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageTooLargeError(
                 f"{name}: too many pixels to decode safely (limit "

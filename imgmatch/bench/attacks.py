@@ -87,14 +87,14 @@ def jpeg(quality: int) -> Attack:
 
 def mirror(item: Attacked, rng: np.random.Generator) -> Attacked:
     """Flip left-right."""
-    width, height = _size(item.image)
+    width = int(item.image.shape[1])
     x0, y0, x1, y1 = item.box
     return _step(item, item.image[:, ::-1], (width - x1, y0, width - x0, y1), "mirror")
 
 
 def rotate90(item: Attacked, rng: np.random.Generator) -> Attacked:
     """Turn 90 degrees clockwise."""
-    width, height = _size(item.image)
+    height = int(item.image.shape[0])
     x0, y0, x1, y1 = item.box
     turned = np.rot90(item.image, k=-1)
     return _step(item, turned, (height - y1, x0, height - y0, x1), "rotate-90")

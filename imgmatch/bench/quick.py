@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import tempfile
 import time
@@ -42,16 +41,6 @@ GROWING_STAGES = ("search", "verify")
 TARGET_RATIO = 0.5
 # Listings are stored as JPEG at this quality, as marketplaces serve them.
 LISTING_JPEG_QUALITY = 90
-# Cap on IVF lists for this run: FAISS trains binary IVF with float k-means whose cost grows with
-# lists x training points, so the shipped 8192-list cap takes many minutes to train on 2 cores.
-DEFAULT_IVF_MAX_LISTS = 1024
-# Train the IVF index once, when the catalog first outgrows exact search, and never retrain:
-# retraining replaces an IVF index, and freeing one crashes (see KEEP_ALIVE).
-NO_RETRAIN_GROWTH = 1e9
-# Catalogs whose FAISS IVF index must never be freed in this process: the catalog builds it with
-# `own_fields = True` while Python also owns the quantizer, so freeing it is a double free
-# (segfault). Held here until `main` ends the process with `os._exit`. Remove with the core fix.
-KEEP_ALIVE: list[Catalog] = []
 
 
 @dataclass(frozen=True)
@@ -148,7 +137,9 @@ def latency_listings(references: Sequence[BundledReference], seed: int) -> list[
     return listings
 
 
-def time_checks(detector: Detector, listings: Sequence[bytes], repeats: int) -> list[dict[str, float]]:
+def time_checks(
+    detector: Detector, listings: Sequence[bytes], repeats: int
+) -> list[dict[str, float]]:
     """Per-check stage timings; one untimed warm-up pass first (first-touch allocations)."""
     detector.check_source(listings[0], min_score=0)
     timings = []
@@ -193,7 +184,6 @@ def run(
     rows: list[StageLatency] = []
     with tempfile.TemporaryDirectory(prefix="imgmatch-quick-") as directory:
         catalog = Catalog(Path(directory), config=search)
-        KEEP_ALIVE.append(catalog)
         real = add_real_references(catalog, references, config)
         factory = SyntheticFactory(real, seed, spec)
         detector = Detector(catalog, config)
@@ -206,7 +196,6 @@ def run(
                 print(f"  built {catalog.count()} references in {build_s:.1f} s", file=log)
             timings = time_checks(detector, listings, repeats)
             rows.append(summarise(catalog, timings, synthetic, build_s))
-        catalog.close()
     return rows
 
 
@@ -231,13 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m imgmatch.bench.quick", description=__doc__)
     parser.add_argument("--sizes", default="1000,10000", help="catalog sizes, comma-separated")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes over the listings")
+    parser.add_argument("--repeats", type=int, default=2, help="timed passes over the listings")
     parser.add_argument("--batch-size", type=int, default=2000, help="references per add_many")
-    parser.add_argument("--ivf-max-lists", type=int, default=DEFAULT_IVF_MAX_LISTS)
     parser.add_argument("--flip-bits", type=int, default=SyntheticSpec().descriptor_flip_bits)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    search = SearchConfig(ivf_max_lists=args.ivf_max_lists, ivf_retrain_growth=NO_RETRAIN_GROWTH)
+    search = SearchConfig()
     spec = SyntheticSpec(descriptor_flip_bits=args.flip_bits)
     facts = conditions(args.seed, detector=DetectorConfig(), search=search, synthetic=spec)
     print("imgmatch quick latency benchmark")
@@ -246,7 +234,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  search config: {facts['config']['search']}")
     print(f"  synthetic references: {facts['config']['synthetic']}")
     print("  detector config: DetectorConfig() defaults", flush=True)
-    print("  (search config: IVF capped and trained once, at the first size; see module comments)")
     rows = run(
         sizes,
         seed=args.seed,
@@ -264,8 +251,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    status = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Skip interpreter teardown, which would free the IVF indexes held in KEEP_ALIVE.
-    os._exit(status)
+    raise SystemExit(main())
