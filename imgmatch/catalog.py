@@ -823,15 +823,17 @@ class Catalog:
             self._hash_indexes[hasher] = index
         total = sum(int(row[2]) for row in view_rows)
         descriptors = np.empty((total, DESCRIPTOR_BYTES), dtype=np.uint8)
-        ids = np.empty(total, dtype=np.int64)
+        descriptor_ids = np.empty(total, dtype=np.int64)
         at = 0
         for reference_id, view, count, blob in view_rows:
             descriptors[at : at + count] = np.frombuffer(blob, np.uint8).reshape(-1, 32)
-            ids[at : at + count] = descriptor_id(reference_id, view, 0) + np.arange(count)
+            descriptor_ids[at : at + count] = descriptor_id(reference_id, view, 0) + np.arange(
+                count
+            )
             at += count
         self._descriptor_index = self._new_descriptor_index(descriptors)
         if total:
-            self._descriptor_index.add_with_ids(descriptors, ids)
+            self._descriptor_index.add_with_ids(descriptors, descriptor_ids)
         self._descriptor_trained_size = total
         self._loaded_generation = generation
         self._dirty = True
@@ -861,7 +863,7 @@ class Catalog:
         index = faiss.IndexBinaryIVF(quantizer, bits, lists)
         index.is_trained = True
         # The IVF index points into the quantizer; keep the Python wrapper alive with it.
-        index.referenced_quantizer = quantizer
+        index.referenced_quantizer = quantizer  # type: ignore[attr-defined]
         return index
 
     def _apply_search_parameters(self) -> None:

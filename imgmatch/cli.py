@@ -179,7 +179,7 @@ def serve(
     from service.app import configure_logging, create_app
     from service.settings import ServiceSettings
 
-    settings = ServiceSettings(**({"catalog": catalog} if catalog else {}))
+    settings = ServiceSettings() if catalog is None else ServiceSettings(catalog=catalog)
     configure_logging(settings)
     err.print(f"imgmatch serving {settings.catalog_dir()} on http://{host}:{port}")
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)

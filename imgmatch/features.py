@@ -55,7 +55,7 @@ class FeatureExtractor:
         self._min_side = config.feature_side_px
         self._max_side = config.listing_max_side_px if listing else config.feature_side_px
         self._target = config.listing_orb_features if listing else config.orb_features
-        self._orb = cv2.ORB_create(
+        self._orb = cv2.ORB_create(  # type: ignore[attr-defined]
             nfeatures=self._target * config.orb_oversampling,
             scaleFactor=config.orb_scale_factor,
             nlevels=config.orb_levels,
@@ -76,7 +76,7 @@ class FeatureExtractor:
             interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             gray = cv2.resize(gray, size, interpolation=interpolation)
-        return self._clahe.apply(gray), scale
+        return np.asarray(self._clahe.apply(gray), dtype=np.uint8), scale
 
     def extract(self, image: RGBImage, mirrored: bool = False) -> FeatureSet:
         """ORB features of `image` (or of its mirror image), in `image`'s pixel coordinates."""
@@ -170,12 +170,15 @@ def verify_geometry(
         confidence=0.995,
     )
     if affine is not None and mask is not None:
-        best = _plausible(np.vstack([affine, [0.0, 0.0, 1.0]]), mask, reference_size, count)
+        model = np.vstack([np.asarray(affine, np.float64), [0.0, 0.0, 1.0]])
+        best = _plausible(model, np.asarray(mask, np.uint8), reference_size, count)
     homography, mask = cv2.findHomography(
         src, dst, cv2.USAC_MAGSAC, config.ransac_reprojection_px, maxIters=2000, confidence=0.995
     )
     if homography is not None and mask is not None:
-        candidate = _plausible(homography, mask, reference_size, count)
+        candidate = _plausible(
+            np.asarray(homography, np.float64), np.asarray(mask, np.uint8), reference_size, count
+        )
         # A homography has more freedom; prefer it only when it explains clearly more.
         if candidate is not None and (best is None or candidate.inliers > best.inliers * 1.1):
             best = candidate

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -40,7 +41,7 @@ def _size(image: RGBImage) -> tuple[int, int]:
     return int(image.shape[1]), int(image.shape[0])
 
 
-def _map_box(box: Box, matrix: NDArray[np.float64], width: int, height: int) -> Box:
+def _map_box(box: Box, matrix: NDArray[Any], width: int, height: int) -> Box:
     """Axis-aligned box of `box`'s corners under a 2x3 or 3x3 transform, clipped to the image."""
     x0, y0, x1, y1 = box
     corners = np.array([[x0, y0, 1], [x1, y0, 1], [x1, y1, 1], [x0, y1, 1]], np.float64)
@@ -55,8 +56,8 @@ def _map_box(box: Box, matrix: NDArray[np.float64], width: int, height: int) -> 
     )
 
 
-def _step(item: Attacked, image: RGBImage, box: Box, name: str) -> Attacked:
-    return Attacked(np.ascontiguousarray(image), box, (*item.steps, name))
+def _step(item: Attacked, image: NDArray[Any], box: Box, name: str) -> Attacked:
+    return Attacked(np.ascontiguousarray(image, dtype=np.uint8), box, (*item.steps, name))
 
 
 def resize(factor: float) -> Attack:

@@ -32,7 +32,7 @@ def generated_photo(rng: np.random.Generator, size: tuple[int, int] = (800, 600)
         axes = (int(rng.integers(10, 120)), int(rng.integers(10, 120)))
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
         cv2.ellipse(image, center, axes, float(rng.uniform(0, 180)), 0, 360, color, -1)
-    return image
+    return np.asarray(image, dtype=np.uint8)
 
 
 def make_samples(references: Sequence[Path], out: Path, seed: int = 7) -> list[Path]:
