@@ -246,7 +246,7 @@ class Detector:
             shortlisted = [c for c in shortlisted if c.reference_id in references]
             for candidate in shortlisted:
                 self._verify(candidate, fingerprint, references[candidate.reference_id])
-            self._assign_exclusively(shortlisted, references)
+            self._assign_exclusively(shortlisted, references, fingerprint)
             matches = self._matches(shortlisted, references, fingerprint, scale, floor)
         return CheckResult(
             path=path,
@@ -375,13 +375,15 @@ class Detector:
             candidate.query_indices = best[4]
 
     def _assign_exclusively(
-        self, candidates: list[_Candidate], references: dict[int, Reference]
+        self, candidates: list[_Candidate], references: dict[int, Reference], listing: Fingerprint
     ) -> None:
         """Give each listing keypoint to one design: the best-verified one that explains it.
 
         A tile of a collage also half-matches the other designs of its family (clover pendants
         share their chain, their rim); once the right design has explained those keypoints,
-        what a rival has left must verify on its own or the rival is dropped.
+        what a rival has left must verify on its own or the rival is dropped. Likewise a rival
+        that only hash-matched a listing another design's photo fills: two bangles shot in one
+        studio pose share their coarse hashes, and the verified one is the photo.
         """
         claimed: dict[int, str] = {}
         regions: list[tuple[str, NDArray[np.float64]]] = []
@@ -421,6 +423,18 @@ class Detector:
             regions.append((design, candidate.verification.quad))
             for query in queries[candidate.verification.inlier_mask]:
                 claimed.setdefault(int(query), design)
+        listing_area = float(listing.width * listing.height)
+        filling = set()
+        for design, quad in regions:
+            box = clip_box(quad, listing.width, listing.height)
+            if box and (box[2] - box[0]) * (box[3] - box[1]) >= (
+                self.config.max_explained_share * listing_area
+            ):
+                filling.add(design)
+        for candidate in candidates:
+            design = references[candidate.reference_id].design
+            if candidate.verification is None and filling - {design}:
+                candidate.hash_distance = candidate.hash_variant = None
 
     # ----------------------------------------------------------------------- scoring
 
