@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
-import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from imgmatch.catalog import Catalog
-from imgmatch.checking import check_paths
+from imgmatch.checking import DEFAULT_DECODE_TIMEOUT_S, CheckOptions, completed_keys, run_check
 from imgmatch.detector import Detector
 from imgmatch.errors import CatalogError, ImgmatchError, MetadataError
-from imgmatch.indexing import index_references
-from imgmatch.report import render_table, write_results
+from imgmatch.indexing import DEFAULT_BATCH_SIZE, IndexOptions, index_references
+from imgmatch.parallel import default_workers
+from imgmatch.progress import make_progress
+from imgmatch.report import format_summary, open_sink
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -41,6 +42,20 @@ class OutputFormat(str, Enum):
     table = "table"
     jsonl = "jsonl"
     csv = "csv"
+    html = "html"
+
+
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(min=1, help="Processes decoding and fingerprinting (default: all cores)."),
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+SummaryOption = Annotated[
+    Path | None, typer.Option("--summary-json", help="Also write the run's summary to this file.")
+]
+DecodeTimeoutOption = Annotated[
+    float, typer.Option("--decode-timeout", min=0, help="Seconds one file may take to decode.")
+]
 
 
 def _open_catalog(directory: Path | None, *, create: bool) -> Catalog:
@@ -51,6 +66,20 @@ def _open_catalog(directory: Path | None, *, create: bool) -> Catalog:
         raise typer.Exit(EXIT_USAGE) from exc
 
 
+def _finish(summary: dict[str, Any], summary_json: Path | None) -> None:
+    """Print the summary, write it for automation, exit 1 if any input was not processed."""
+    for skipped in summary["skipped_paths"]:
+        err.print(
+            f"[yellow]skipped:[/yellow] {skipped['path']}: {skipped['reason']}", highlight=False
+        )
+    for line in format_summary(summary):
+        err.print(line, highlight=False)
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    incomplete = summary["failed"] or summary["skipped"]
+    raise typer.Exit(EXIT_SOME_FAILED if incomplete else EXIT_OK)
+
+
 @app.command()
 def index(
     paths: Annotated[list[Path], typer.Argument(help="Reference photos or folders (recursive).")],
@@ -58,29 +87,51 @@ def index(
     metadata: Annotated[
         Path | None, typer.Option(help="CSV with columns path,design,brand (+ any).")
     ] = None,
+    workers: WorkersOption = None,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Remove references under PATH whose files are gone.")
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="References committed per transaction.")
+    ] = DEFAULT_BATCH_SIZE,
+    decode_timeout: DecodeTimeoutOption = DEFAULT_DECODE_TIMEOUT_S,
+    quiet: QuietOption = False,
+    summary_json: SummaryOption = None,
 ) -> None:
-    """Add reference photos (or refresh them) in the catalog."""
+    """Add reference photos (or refresh them) in the catalog; unchanged files are skipped."""
+    options = IndexOptions(workers or default_workers(), batch_size, prune, decode_timeout)
     with _open_catalog(catalog, create=True) as store:
         try:
-            report = index_references(store, paths, metadata_csv=metadata)
+            report = index_references(
+                store,
+                paths,
+                metadata_csv=metadata,
+                options=options,
+                progress=make_progress("index", quiet=quiet),
+            )
         except MetadataError as exc:
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(EXIT_USAGE) from exc
     for path, reason in report.failed:
-        err.print(f"[yellow]failed:[/yellow] {path}: {reason}")
-    for skipped in report.skipped:
-        err.print(f"[yellow]skipped:[/yellow] {skipped.path}: {skipped.reason}")
+        err.print(f"[yellow]failed:[/yellow] {path}: {reason}", highlight=False)
     err.print(
         f"indexed {report.added} new, {report.refreshed} refreshed, {report.unchanged} unchanged, "
-        f"{len(report.failed)} failed into {store.directory}"
+        f"{len(report.failed)} failed into {store.directory}",
+        highlight=False,
     )
-    raise typer.Exit(EXIT_SOME_FAILED if report.failed else EXIT_OK)
+    _finish(report.to_dict(), summary_json)
 
 
 @app.command()
 def check(
-    paths: Annotated[list[Path], typer.Argument(help="Listing photos or folders (recursive).")],
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Listing photos or folders (recursive).")
+    ] = None,
     catalog: CatalogOption = None,
+    manifest: Annotated[
+        list[Path] | None,
+        typer.Option(help="CSV with columns listing_id,path (+ any, carried into the output)."),
+    ] = None,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="Output format.")
     ] = OutputFormat.table,
@@ -89,17 +140,37 @@ def check(
         float | None,
         typer.Option(help="Report candidates from this score (default: the flag threshold)."),
     ] = None,
+    workers: WorkersOption = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Skip listings already in --out (jsonl), append.")
+    ] = False,
+    decode_timeout: DecodeTimeoutOption = DEFAULT_DECODE_TIMEOUT_S,
+    quiet: QuietOption = False,
+    summary_json: SummaryOption = None,
 ) -> None:
-    """Check listing photos against the catalog."""
+    """Check listing photos (files, folders, manifests) against the catalog."""
+    if not paths and not manifest:
+        err.print("[red]error:[/red] give listing PATHs or --manifest")
+        raise typer.Exit(EXIT_USAGE)
+    if resume and (output_format is not OutputFormat.jsonl or out is None):
+        err.print("[red]error:[/red] --resume needs --format jsonl and --out FILE")
+        raise typer.Exit(EXIT_USAGE)
+    options = CheckOptions(workers or default_workers(), min_score, decode_timeout_s=decode_timeout)
     with _open_catalog(catalog, create=False) as store:
-        detector = Detector(store)
-        results = list(check_paths(detector, paths, min_score=min_score))
-        if output_format is OutputFormat.table and out is None:
-            render_table(results, Console(), threshold=detector.threshold)
-        else:
-            write_results(results, output_format.value, out or sys.stdout)
-    failed = any(r.status == "error" for r in results)
-    raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+        try:
+            summary = run_check(
+                Detector(store),
+                paths or [],
+                open_sink(output_format.value, out, append=resume),
+                manifests=manifest or [],
+                done=completed_keys(out) if resume and out else (),
+                options=options,
+                progress=make_progress("check", quiet=quiet),
+            )
+        except ImgmatchError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(EXIT_USAGE) from exc
+    _finish(summary.to_dict(), summary_json)
 
 
 @catalog_app.command("list")

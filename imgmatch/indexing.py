@@ -1,16 +1,27 @@
-"""Adding reference photos to a catalog: discovery, metadata, fingerprints, batched commits."""
+"""Adding reference photos to a catalog: incremental, parallel, committed in batches.
+
+A run first plans every file in this process: a file whose path, size, mtime and metadata match
+the catalog is unchanged and never opened; otherwise its sha256 decides whether the bytes are
+already known (only path and metadata are refreshed) or must be fingerprinted. Fingerprints are
+made in a process pool and committed here, `batch_size` at a time, each batch in one SQLite
+transaction: a run killed at any point loses at most the batch in flight, and the next run
+picks up exactly what is missing.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+import time
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from imgmatch.catalog import Catalog, NewReference, sha256_file
+from imgmatch.catalog import Catalog, NewReference, Reference, sha256_file
 from imgmatch.config import DetectorConfig, ImageLimits
-from imgmatch.errors import InvalidImageError
-from imgmatch.fingerprint import Fingerprinter
-from imgmatch.images import load_image
+from imgmatch.parallel import fingerprint_files
+from imgmatch.progress import ProgressReporter, SilentProgress
 from imgmatch.sources import (
     ReferenceMetadata,
     SkippedPath,
@@ -18,6 +29,20 @@ from imgmatch.sources import (
     iter_metadata,
     read_metadata,
 )
+
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_DECODE_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """How an index run works (not what it indexes)."""
+
+    # One process unless asked: a library caller (the service) must not get a pool by surprise.
+    workers: int = 1
+    batch_size: int = DEFAULT_BATCH_SIZE
+    prune: bool = False
+    decode_timeout_s: float = DEFAULT_DECODE_TIMEOUT_S
 
 
 @dataclass
@@ -27,13 +52,50 @@ class IndexReport:
     added: int = 0
     refreshed: int = 0
     unchanged: int = 0
+    pruned: int = 0
+    fingerprinted: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    failure_types: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     skipped: list[SkippedPath] = field(default_factory=list)
     unsupported: int = 0
+    elapsed_s: float = 0.0
+    catalog: str = ""
 
     @property
     def seen(self) -> int:
         return self.added + self.refreshed + self.unchanged + len(self.failed)
+
+    @property
+    def files_per_s(self) -> float:
+        return self.seen / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary for automation (`--summary-json`)."""
+        return {
+            "command": "index",
+            "catalog": self.catalog,
+            "processed": self.seen,
+            "added": self.added,
+            "refreshed": self.refreshed,
+            "unchanged": self.unchanged,
+            "fingerprinted": self.fingerprinted,
+            "pruned": self.pruned,
+            "failed": len(self.failed),
+            "skipped": len(self.skipped),
+            "unsupported": self.unsupported,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "files_per_s": round(self.files_per_s, 2),
+            "failures_by_reason": {k: sorted(v) for k, v in sorted(self.failure_types.items())},
+            "skipped_paths": [{"path": str(s.path), "reason": s.reason} for s in self.skipped],
+        }
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """A file that needs a catalog write: its entry, and whether it must be fingerprinted."""
+
+    entry: NewReference
+    needs_fingerprint: bool
 
 
 def index_references(
@@ -43,49 +105,114 @@ def index_references(
     metadata_csv: Path | None = None,
     config: DetectorConfig | None = None,
     limits: ImageLimits | None = None,
-    batch_size: int = 64,
-    progress: Callable[[Path], None] | None = None,
+    options: IndexOptions | None = None,
+    progress: ProgressReporter | None = None,
 ) -> IndexReport:
     """Fingerprint and store every image under `paths`; unchanged files are not read again.
 
     Metadata (C2) comes from `metadata_csv` or the `metadata.csv` files in the folders; without
-    it a reference's design is its file's stem. Work is committed every `batch_size` photos.
+    it a reference's design is its file's stem. With `options.prune`, references stored under
+    `paths` whose files are gone are removed.
     """
+    started = time.perf_counter()
     config = config or DetectorConfig()
+    limits = limits or ImageLimits()
+    options = options or IndexOptions()
+    progress = progress or SilentProgress()
     metadata: dict[Path, ReferenceMetadata] = {}
     for csv_path in iter_metadata(paths, metadata_csv):
         metadata.update(read_metadata(csv_path))
     discovery = discover_images(paths)
-    report = IndexReport(skipped=discovery.skipped, unsupported=discovery.unsupported)
-    fingerprinter = Fingerprinter(config)
-    pending: list[NewReference] = []
+    report = IndexReport(
+        skipped=discovery.skipped, unsupported=discovery.unsupported, catalog=str(catalog.directory)
+    )
+    progress.start(len(discovery.files))
+    planned: list[_Planned] = []
+    run_paths = {str(p) for p in discovery.files}
     for path in discovery.files:
-        if progress is not None:
-            progress(path)
         try:
-            entry = _prepare(catalog, fingerprinter, path, metadata, limits, report)
-        except InvalidImageError as exc:
-            report.failed.append((path, str(exc)))
-            continue
+            plan = _plan(catalog, path, metadata, run_paths)
         except OSError as exc:
-            report.failed.append((path, f"cannot read: {exc}"))
+            _fail(report, path, f"{path}: cannot read ({exc.strerror or exc})", "unreadable file")
+            progress.advance(failed=True)
             continue
-        if entry is not None:
-            pending.append(entry)
-        if len(pending) >= batch_size:
+        if plan is None:
+            report.unchanged += 1
+            progress.advance()
+        else:
+            planned.append(plan)
+    for _ in range(_dedupe_within_run(planned)):
+        report.unchanged += 1
+        progress.advance()
+    known = [p.entry for p in planned if not p.needs_fingerprint]
+    for start in range(0, len(known), options.batch_size):
+        batch = known[start : start + options.batch_size]
+        _commit(catalog, batch, report)
+        for _ in batch:
+            progress.advance()
+    entries = {p.entry.path: p.entry for p in planned if p.needs_fingerprint}
+    outcomes = fingerprint_files(
+        [Path(path) for path in entries],
+        "reference",
+        workers=options.workers,
+        config=config,
+        limits=limits,
+        decode_timeout_s=options.decode_timeout_s,
+    )
+    pending: list[NewReference] = []
+    for outcome in outcomes:
+        if outcome.fingerprint is None:
+            _fail(report, outcome.path, outcome.error or "", outcome.error_type or "invalid image")
+            progress.advance(failed=True)
+            continue
+        report.fingerprinted += 1
+        entry = entries[str(outcome.path)]
+        pending.append(
+            NewReference(
+                fingerprint=outcome.fingerprint,
+                path=entry.path,
+                sha256=entry.sha256,
+                design=entry.design,
+                brand=entry.brand,
+                metadata=entry.metadata,
+                file_size=entry.file_size,
+                file_mtime_ns=entry.file_mtime_ns,
+                replaces=entry.replaces,
+            )
+        )
+        progress.advance()
+        if len(pending) >= options.batch_size:
             _commit(catalog, pending, report)
     _commit(catalog, pending, report)
+    progress.finish()
+    if options.prune:
+        report.pruned = len(prune_references(catalog, paths))
+    catalog.flush()
+    report.elapsed_s = time.perf_counter() - started
     return report
 
 
-def _prepare(
+def prune_references(catalog: Catalog, paths: Sequence[Path]) -> list[Reference]:
+    """Remove the references stored under `paths` (a folder, or the file itself) whose files
+    no longer exist; references stored elsewhere are never touched. Returns those removed."""
+    roots = [os.path.abspath(p) for p in paths]
+    removed = []
+    for reference in catalog.references():
+        stored = os.path.abspath(reference.path)
+        inside = any(
+            stored == root or stored.startswith(root.rstrip(os.sep) + os.sep) for root in roots
+        )
+        if inside and not os.path.isfile(stored):
+            removed.append(catalog.remove(reference.reference_id))
+    return removed
+
+
+def _plan(
     catalog: Catalog,
-    fingerprinter: Fingerprinter,
     path: Path,
     metadata: dict[Path, ReferenceMetadata],
-    limits: ImageLimits | None,
-    report: IndexReport,
-) -> NewReference | None:
+    run_paths: set[str],
+) -> _Planned | None:
     info = path.stat()
     meta = metadata.get(path.resolve()) or ReferenceMetadata(path.stem, "", {})
     known = catalog.find_by_path(str(path))
@@ -95,15 +222,16 @@ def _prepare(
         and known.file_mtime_ns == info.st_mtime_ns
         and (known.design, known.brand, known.metadata) == (meta.design, meta.brand, meta.extra)
     ):
-        report.unchanged += 1
         return None
     sha256 = sha256_file(path)
-    # Same bytes as a stored reference: refresh its path and metadata, keep its fingerprint.
     stored = catalog.find_by_sha256(sha256)
-    fingerprint = None if stored is not None else fingerprinter.reference(load_image(path, limits))
+    if stored is not None and stored.path != str(path) and stored.path in run_paths:
+        # The same bytes under another path of this run: that path keeps the reference, or
+        # the two would take it from each other on every run.
+        return None
     replaces = known.reference_id if known is not None and known.sha256 != sha256 else None
-    return NewReference(
-        fingerprint=fingerprint,
+    entry = NewReference(
+        fingerprint=None,
         path=str(path),
         sha256=sha256,
         design=meta.design,
@@ -113,6 +241,27 @@ def _prepare(
         file_mtime_ns=info.st_mtime_ns,
         replaces=replaces,
     )
+    return _Planned(entry, needs_fingerprint=stored is None)
+
+
+def _dedupe_within_run(planned: list[_Planned]) -> int:
+    """Identical new files in one run: the first is fingerprinted, the rest are dropped (they
+    would each re-point the one reference to themselves). Returns how many were dropped."""
+    seen: set[str] = set()
+    kept = []
+    for plan in planned:
+        if plan.needs_fingerprint and plan.entry.sha256 in seen:
+            continue
+        seen.add(plan.entry.sha256)
+        kept.append(plan)
+    dropped = len(planned) - len(kept)
+    planned[:] = kept
+    return dropped
+
+
+def _fail(report: IndexReport, path: Path, message: str, reason: str) -> None:
+    report.failed.append((path, message))
+    report.failure_types[reason].append(str(path))
 
 
 def _commit(catalog: Catalog, pending: list[NewReference], report: IndexReport) -> None:

@@ -1,19 +1,24 @@
-"""Formatting check results: a terminal table, JSON lines (C4) and CSV."""
+"""Formatting check results as they arrive: a terminal table, JSON lines (C4), CSV and HTML;
+and the end-of-run summary."""
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
+from imgmatch.checking import CheckSummary, ListingResult
 from imgmatch.detector import CheckResult
+from imgmatch.html_report import render_html
 
 CSV_COLUMNS = (
+    "listing_id",
     "path",
     "status",
     "flagged",
@@ -48,34 +53,134 @@ def render_table(results: Iterable[CheckResult], console: Console, *, threshold:
     console.print(table)
 
 
-def write_results(results: Iterable[CheckResult], fmt: str, out: Path | TextIO) -> None:
-    """Write results as `jsonl` (one C4 object a line) or `csv` (one row a listing)."""
-    if isinstance(out, Path):
-        with out.open("w", encoding="utf-8", newline="") as stream:
-            write_results(results, fmt, stream)
-        return
-    if fmt == "jsonl":
-        for result in results:
-            out.write(json.dumps(result.to_dict(), sort_keys=False) + "\n")
-            out.flush()
-    elif fmt == "csv":
-        writer = csv.writer(out)
-        writer.writerow(CSV_COLUMNS)
-        for result in results:
-            top = result.top
-            writer.writerow(
-                [
-                    result.path,
-                    result.status,
-                    int(result.flagged),
-                    top.design if top else "",
-                    top.brand if top else "",
-                    f"{top.score:.4f}" if top else "",
-                    top.reference_id if top else "",
-                    top.transform if top else "",
-                    " ".join(map(str, top.box)) if top and top.box else "",
-                    result.error or "",
-                ]
-            )
-    else:
-        raise ValueError(f"unknown result format {fmt!r} (jsonl or csv)")
+class TableSink:
+    """The terminal table: printed once every result is in."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.results: list[CheckResult] = []
+
+    def start(self, extra_columns: tuple[str, ...]) -> None:
+        return None
+
+    def write(self, item: ListingResult) -> None:
+        self.results.append(item.result)
+
+    def close(self, summary: CheckSummary) -> None:
+        render_table(self.results, self.console, threshold=summary.threshold)
+
+
+class _StreamSink:
+    """A sink writing to a file it opened (and closes) or to a stream it was given."""
+
+    def __init__(self, out: Path | None, *, append: bool) -> None:
+        self.appending = append and out is not None and out.exists() and out.stat().st_size > 0
+        self._owned = out is not None
+        self.stream: TextIO = (
+            out.open("a" if append else "w", encoding="utf-8", newline="")
+            if out is not None
+            else sys.stdout
+        )
+
+    def close(self, summary: CheckSummary) -> None:
+        self.stream.flush()
+        if self._owned:
+            self.stream.close()
+
+
+class JsonlSink(_StreamSink):
+    """One C4 object a line, flushed as each arrives: a crash keeps every finished listing."""
+
+    def start(self, extra_columns: tuple[str, ...]) -> None:
+        return None
+
+    def write(self, item: ListingResult) -> None:
+        self.stream.write(json.dumps(item.to_dict()) + "\n")
+        self.stream.flush()
+
+
+class CsvSink(_StreamSink):
+    """One row a listing: the top design and its evidence, then the manifests' extra columns."""
+
+    def start(self, extra_columns: tuple[str, ...]) -> None:
+        self.extra_columns = extra_columns
+        self.writer = csv.writer(self.stream)
+        if not self.appending:
+            self.writer.writerow((*CSV_COLUMNS, *extra_columns))
+
+    def write(self, item: ListingResult) -> None:
+        result, top = item.result, item.result.top
+        self.writer.writerow(
+            [
+                item.listing.listing_id or "",
+                result.path,
+                result.status,
+                int(result.flagged),
+                top.design if top else "",
+                top.brand if top else "",
+                f"{top.score:.4f}" if top else "",
+                top.reference_id if top else "",
+                top.transform if top else "",
+                " ".join(map(str, top.box)) if top and top.box else "",
+                result.error or "",
+                *(item.listing.extra.get(c, "") for c in self.extra_columns),
+            ]
+        )
+        self.stream.flush()
+
+
+class HtmlSink:
+    """The reviewer's report: written once every result is in, next to `out`."""
+
+    def __init__(self, out: Path | None) -> None:
+        self.out = out
+        self.items: list[ListingResult] = []
+
+    def start(self, extra_columns: tuple[str, ...]) -> None:
+        return None
+
+    def write(self, item: ListingResult) -> None:
+        self.items.append(item)
+
+    def close(self, summary: CheckSummary) -> None:
+        base = self.out.resolve().parent if self.out is not None else Path.cwd()
+        page = render_html(self.items, summary, base)
+        if self.out is None:
+            sys.stdout.write(page)
+        else:
+            self.out.write_text(page, encoding="utf-8")
+
+
+SINKS: dict[str, Callable[[Path | None, bool, Console], Any]] = {
+    "table": lambda out, append, console: TableSink(console),
+    "jsonl": lambda out, append, console: JsonlSink(out, append=append),
+    "csv": lambda out, append, console: CsvSink(out, append=append),
+    "html": lambda out, append, console: HtmlSink(out),
+}
+
+
+def open_sink(fmt: str, out: Path | None, *, append: bool = False) -> Any:
+    """The sink for `fmt` (table, jsonl, csv, html) writing to `out` (default stdout)."""
+    return SINKS[fmt](out, append, Console())
+
+
+def format_summary(data: dict[str, Any]) -> list[str]:
+    """The end-of-run summary (`CheckSummary.to_dict` or `IndexReport.to_dict`) as lines."""
+    counts = (
+        ("processed", "flagged", "failed", "skipped", "unsupported", "resumed")
+        if data["command"] == "check"
+        else ("processed", "added", "refreshed", "unchanged", "pruned", "failed", "skipped")
+    )
+    rate = data.get("images_per_s", data.get("files_per_s", 0.0))
+    lines = [
+        ", ".join(f"{data[key]} {key}" for key in counts if key in data)
+        + f" in {data['elapsed_s']:.1f} s ({rate:.1f}/s)"
+    ]
+    for reason, paths in data["failures_by_reason"].items():
+        lines.append(f"  {len(paths)} failed: {reason}")
+    reasons: dict[str, int] = {}
+    for skipped in data["skipped_paths"]:
+        reasons[skipped["reason"]] = reasons.get(skipped["reason"], 0) + 1
+    for reason, count in sorted(reasons.items()):
+        lines.append(f"  {count} skipped: {reason}")
+    return lines

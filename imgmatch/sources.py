@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgmatch.errors import MetadataError
+from imgmatch.errors import ImgmatchError, MetadataError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 METADATA_FILENAME = "metadata.csv"
@@ -149,3 +149,86 @@ def iter_metadata(paths: Sequence[Path], explicit: Path | None) -> Iterator[Path
         yield explicit
     else:
         yield from find_metadata_files(paths)
+
+
+REQUIRED_MANIFEST_COLUMNS = ("listing_id", "path")
+
+
+class ManifestError(ImgmatchError):
+    """A listing manifest CSV is malformed."""
+
+
+@dataclass(frozen=True)
+class ListingInput:
+    """One listing photo to check: its file, and its id and extra columns from a manifest."""
+
+    path: Path
+    listing_id: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """What identifies this listing in an output file (for `--resume`)."""
+        return self.listing_id if self.listing_id is not None else str(self.path)
+
+
+@dataclass
+class ListingSet:
+    """Listings gathered from paths and manifests, in a stable order, and what was passed over."""
+
+    listings: list[ListingInput] = field(default_factory=list)
+    skipped: list[SkippedPath] = field(default_factory=list)
+    unsupported: int = 0
+    extra_columns: tuple[str, ...] = ()
+
+
+def read_manifest(csv_path: Path) -> tuple[list[tuple[str, Path, dict[str, str]]], tuple[str, ...]]:
+    """Rows (listing_id, path, extra columns) of a manifest and its extra column names; `path`
+    is relative to the manifest's folder."""
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as stream:
+            reader = csv.DictReader(stream)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            missing = [c for c in REQUIRED_MANIFEST_COLUMNS if c not in columns]
+            if missing:
+                raise ManifestError(
+                    f"{csv_path}: missing column(s) {', '.join(missing)} "
+                    f"(needs at least {','.join(REQUIRED_MANIFEST_COLUMNS)})"
+                )
+            extra_columns = tuple(c for c in columns if c not in REQUIRED_MANIFEST_COLUMNS)
+            rows = []
+            for line, row in enumerate(reader, start=2):
+                row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+                if not row.get("listing_id") or not row.get("path"):
+                    raise ManifestError(
+                        f"{csv_path}:{line}: 'listing_id' and 'path' must not be empty"
+                    )
+                extra = {c: row.get(c, "") for c in extra_columns}
+                rows.append((row["listing_id"], csv_path.parent / row["path"], extra))
+            return rows, extra_columns
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ManifestError(f"{csv_path}: cannot read manifest ({exc})") from exc
+
+
+def gather_listings(paths: Sequence[Path], manifests: Sequence[Path] = ()) -> ListingSet:
+    """Listings from files and folders (as `discover_images`) and from manifest CSVs.
+
+    A manifest's rows are taken as given (any extension; the decoder decides); a row whose file
+    is missing or not a regular file is skipped with a reason.
+    """
+    discovery = discover_images(paths)
+    found = ListingSet(
+        listings=[ListingInput(p) for p in discovery.files],
+        skipped=list(discovery.skipped),
+        unsupported=discovery.unsupported,
+    )
+    extra_columns: list[str] = []
+    for manifest in manifests:
+        rows, columns = read_manifest(manifest)
+        extra_columns += [c for c in columns if c not in extra_columns]
+        for listing_id, path, extra in rows:
+            row_files = discover_images([path])
+            found.skipped += row_files.skipped
+            found.listings += [ListingInput(p, listing_id, extra) for p in row_files.files]
+    found.extra_columns = tuple(extra_columns)
+    return found
