@@ -239,6 +239,102 @@ def color_shift(hue_degrees: float = 40, saturation: float = 1.4) -> Attack:
     return attack
 
 
+def pad(fraction: float, fill: int = 255) -> Attack:
+    """Add a plain border of `fraction` of each side's length on every side."""
+
+    def attack(item: Attacked, rng: np.random.Generator) -> Attacked:
+        width, height = _size(item.image)
+        dx, dy = max(1, int(width * fraction)), max(1, int(height * fraction))
+        padded = cv2.copyMakeBorder(
+            item.image, dy, dy, dx, dx, cv2.BORDER_CONSTANT, value=(fill, fill, fill)
+        )
+        x0, y0, x1, y1 = item.box
+        return _step(item, padded, (x0 + dx, y0 + dy, x1 + dx, y1 + dy), f"pad-{fraction:g}")
+
+    return attack
+
+
+def grayscale(item: Attacked, rng: np.random.Generator) -> Attacked:
+    """Drop colour (kept as three equal channels)."""
+    gray = cv2.cvtColor(item.image, cv2.COLOR_RGB2GRAY)
+    return _step(item, cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB), item.box, "grayscale")
+
+
+def blur(sigma_px: float) -> Attack:
+    """Gaussian blur with standard deviation `sigma_px`."""
+
+    def attack(item: Attacked, rng: np.random.Generator) -> Attacked:
+        blurred = cv2.GaussianBlur(item.image, (0, 0), sigma_px)
+        return _step(item, blurred, item.box, f"blur-{sigma_px:g}")
+
+    return attack
+
+
+def noise(sigma_levels: float) -> Attack:
+    """Additive Gaussian noise of `sigma_levels` grey levels (of 255)."""
+
+    def attack(item: Attacked, rng: np.random.Generator) -> Attacked:
+        noisy = item.image.astype(np.float32) + rng.normal(0, sigma_levels, item.image.shape)
+        return _step(item, np.clip(noisy, 0, 255).astype(np.uint8), item.box, "noise")
+
+    return attack
+
+
+def perspective(strength: float, fill: int = 255) -> Attack:
+    """Move each corner inwards by up to `strength` of the side (a photo of a screen/print)."""
+
+    def attack(item: Attacked, rng: np.random.Generator) -> Attacked:
+        width, height = _size(item.image)
+        src = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+        shifts = rng.uniform(0, strength, (4, 2)) * np.array([width, height], np.float32)
+        signs = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], np.float32)
+        dst = (src + signs * shifts).astype(np.float32)
+        matrix = cv2.getPerspectiveTransform(src, dst)
+        warped = cv2.warpPerspective(
+            item.image, matrix, (width, height), borderValue=(fill, fill, fill)
+        )
+        box = _map_box(item.box, matrix.astype(np.float64), width, height)
+        return _step(item, warped, box, f"perspective-{strength:g}")
+
+    return attack
+
+
+def screenshot_frame(bar_fraction: float = 0.12) -> Attack:
+    """Frame the image like a phone screenshot: dark status bar, white app bars, margins."""
+
+    def attack(item: Attacked, rng: np.random.Generator) -> Attacked:
+        width, height = _size(item.image)
+        bar = max(8, int(height * bar_fraction))
+        margin = max(4, width // 20)
+        canvas = np.full((height + 3 * bar, width + 2 * margin, 3), 250, np.uint8)
+        canvas[: bar // 2] = (30, 30, 30)
+        canvas[bar // 2 : bar + bar // 2] = (235, 235, 240)
+        top = bar + bar // 2
+        canvas[top : top + height, margin : margin + width] = item.image
+        picture = Image.fromarray(canvas)
+        ImageDraw.Draw(picture).text(
+            (margin, top + height + bar // 3), "$ 29.99  Add to cart", fill=(20, 20, 20)
+        )
+        x0, y0, x1, y1 = item.box
+        box = (x0 + margin, y0 + top, x1 + margin, y1 + top)
+        return _step(item, np.asarray(picture), box, "screenshot")
+
+    return attack
+
+
+def aspect(stretch: float) -> Attack:
+    """Stretch the width by `stretch` (and keep the height): a changed aspect ratio."""
+
+    def attack(item: Attacked, rng: np.random.Generator) -> Attacked:
+        width, height = _size(item.image)
+        size = (max(8, round(width * stretch)), height)
+        stretched = cv2.resize(item.image, size, interpolation=cv2.INTER_LINEAR)
+        matrix = np.array([[size[0] / width, 0, 0], [0, 1, 0]], np.float64)
+        return _step(item, stretched, _map_box(item.box, matrix, *size), f"aspect-{stretch:g}")
+
+    return attack
+
+
 def compose(*attacks: Attack) -> Attack:
     """Apply attacks left to right."""
 

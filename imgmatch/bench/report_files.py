@@ -1,0 +1,170 @@
+"""The benchmark report as Markdown tables and PNG plots (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# Small PNGs: the README embeds them.
+PLOT_SIZE_IN = (6.0, 4.0)
+PLOT_DPI = 80
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def _iou(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    facts = report["conditions"]
+    lines = [
+        "# imgmatch benchmark",
+        "",
+        f"Seed {facts['seed']}; {facts['cpu_model']}, {facts['cores']} cores; "
+        + ", ".join(f"{k} {v}" for k, v in facts["versions"].items())
+        + f"; peak RSS {report['peak_rss_bytes'] / 2**20:.0f} MiB.",
+        f"Operating threshold per method: the score reaching precision "
+        f"{report['operating_precision']} on the run.",
+        "",
+    ]
+    by_set: dict[str, list[dict[str, Any]]] = {}
+    for result in report["results"]:
+        by_set.setdefault(result["sample_set"], []).append(result)
+    for name, results in by_set.items():
+        info = report["sample_sets"][name]
+        lines += [
+            f"## {name}: {info['references']} references, {info['listings']} copies, "
+            f"{info['distractors']} distractors",
+            "",
+            "| method | uAP | R@P0.99 | R@P0.999 | precision | recall | false-flag rate | box IoU "
+            "| p50 / p95 / p99 ms | checks/s | build s | catalog KiB |",
+            "|" + "---|" * 12,
+        ]
+        for r in results:
+            op, total = r["operating"], r["latency_ms"]["total"]
+            lines.append(
+                f"| {r['method']} | {r['uap']:.3f} | {_pct(r['recall_at_precision']['0.99'])} "
+                f"| {_pct(r['recall_at_precision']['0.999'])} | {_pct(op['precision'])} "
+                f"| {_pct(op['recall'])} | {_pct(op['false_flag_rate'])} "
+                f"| {_iou(r['mean_box_iou'])} "
+                f"| {total['p50']:.0f} / {total['p95']:.0f} / {total['p99']:.0f} "
+                f"| {r['throughput_per_s']:.1f} | {r['build_s']:.1f} "
+                f"| {r['catalog_bytes'] / 1024:.0f} |"
+            )
+        attacks = sorted({a for r in results for a in r["recall_per_attack"]})
+        if len(attacks) > 1:
+            lines += [
+                "",
+                f"Recall (%) per attack at precision {report['operating_precision']}:",
+                "",
+            ]
+            lines.append("| attack | " + " | ".join(r["method"] for r in results) + " |")
+            lines.append("|" + "---|" * (len(results) + 1))
+            for attack in attacks:
+                cells = [_pct(r["recall_per_attack"].get(attack)) for r in results]
+                lines.append(f"| {attack} | " + " | ".join(cells) + " |")
+        lines += ["", "Median stage latency (ms):", ""]
+        lines.append("| method | decode | features | search | verify |")
+        lines.append("|---|---|---|---|---|")
+        for r in results:
+            cells = [r["latency_ms"][s]["p50"] for s in ("decode", "features", "search", "verify")]
+            lines.append(
+                f"| {r['method']} | "
+                + " | ".join("-" if c != c else f"{c:.1f}" for c in cells)
+                + " |"
+            )
+        lines.append("")
+    scale = report.get("scale")
+    if scale:
+        lines += [
+            "## Catalog growth (real + synthetic references; synthetic = perturbed real)",
+            "",
+            "| references | synthetic | index | descriptors | build s | decode | features "
+            "| search | verify | (search+verify)/(decode+features) |",
+            "|" + "---|" * 10,
+        ]
+        for row in scale:
+            m = row["median_ms"]
+            lines.append(
+                f"| {row['references']:,} | {row['synthetic_references']:,} "
+                f"| {row['descriptor_index']} | {row['descriptors']:,} | {row['build_s']:.1f} "
+                f"| {m['decode']:.1f} | {m['features']:.1f} | {m['search']:.1f} "
+                f"| {m['verify']:.1f} | {row['ratio']:.2f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
+    """PR curves per method, recall per attack per method, latency vs catalog size."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written: list[Path] = []
+    by_set: dict[str, list[dict[str, Any]]] = {}
+    for result in report["results"]:
+        by_set.setdefault(result["sample_set"], []).append(result)
+    for name, results in by_set.items():
+        fig, ax = plt.subplots(figsize=PLOT_SIZE_IN, dpi=PLOT_DPI)
+        for r in results:
+            ax.plot(r["curve"]["recall"], r["curve"]["precision"], label=r["method"])
+        ax.set(
+            xlabel="recall",
+            ylabel="precision",
+            title=f"{name}: precision-recall",
+            xlim=(0, 1),
+            ylim=(0, 1.02),
+        )
+        ax.legend(fontsize=7)
+        path = out / f"pr_{name}.png"
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+        attacks = sorted({a for r in results for a in r["recall_per_attack"]})
+        if len(attacks) > 1:
+            fig, ax = plt.subplots(figsize=(9.0, 4.0), dpi=PLOT_DPI)
+            width = 0.8 / len(results)
+            for i, r in enumerate(results):
+                xs = [j + i * width for j in range(len(attacks))]
+                ax.bar(
+                    xs,
+                    [r["recall_per_attack"].get(a, 0) for a in attacks],
+                    width,
+                    label=r["method"],
+                )
+            ax.set_xticks([j + 0.4 for j in range(len(attacks))], attacks, rotation=70, fontsize=6)
+            ax.set(ylabel="recall at P0.99", title=f"{name}: recall per attack", ylim=(0, 1.05))
+            ax.legend(fontsize=6)
+            path = out / f"recall_per_attack_{name}.png"
+            fig.tight_layout()
+            fig.savefig(path)
+            plt.close(fig)
+            written.append(path)
+    scale = report.get("scale")
+    if scale:
+        fig, ax = plt.subplots(figsize=PLOT_SIZE_IN, dpi=PLOT_DPI)
+        sizes = [row["references"] for row in scale]
+        for stage in ("decode", "features", "search", "verify"):
+            ax.plot(sizes, [row["median_ms"][stage] for row in scale], marker="o", label=stage)
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="references",
+            ylabel="median ms",
+            title="check latency vs catalog size",
+        )
+        ax.legend(fontsize=7)
+        path = out / "latency_vs_catalog.png"
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
