@@ -28,7 +28,8 @@ app = typer.Typer(
 )
 catalog_app = typer.Typer(help="Inspect and maintain the reference catalog.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
-err = Console(stderr=True)
+# Soft wrap: long paths stay on one line, so logs can be grepped.
+err = Console(stderr=True, soft_wrap=True)
 
 CatalogOption = Annotated[
     Path | None,

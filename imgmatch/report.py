@@ -17,6 +17,9 @@ from imgmatch.checking import CheckSummary, ListingResult
 from imgmatch.detector import CheckResult
 from imgmatch.html_report import render_html
 
+# The terminal summary names this many failed files per reason; --summary-json has them all.
+FAILED_PATHS_SHOWN_PER_REASON = 5
+
 CSV_COLUMNS = (
     "listing_id",
     "path",
@@ -178,6 +181,9 @@ def format_summary(data: dict[str, Any]) -> list[str]:
     ]
     for reason, paths in data["failures_by_reason"].items():
         lines.append(f"  {len(paths)} failed: {reason}")
+        lines += [f"    {path}" for path in paths[:FAILED_PATHS_SHOWN_PER_REASON]]
+        if len(paths) > FAILED_PATHS_SHOWN_PER_REASON:
+            lines.append(f"    ... and {len(paths) - FAILED_PATHS_SHOWN_PER_REASON} more")
     reasons: dict[str, int] = {}
     for skipped in data["skipped_paths"]:
         reasons[skipped["reason"]] = reasons.get(skipped["reason"], 0) + 1

@@ -1,0 +1,238 @@
+"""`imgmatch index` at scale: incremental re-runs, pruning, kill-and-resume, hostile folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from imgmatch.catalog import DATABASE_NAME, Catalog
+from imgmatch.config import DetectorConfig, ImageLimits
+from imgmatch.parallel import DecodeTimeoutError, FileFingerprinter
+
+runner = CliRunner()
+
+
+def run(*args: str | Path) -> tuple[int, str, str]:
+    from imgmatch.cli import app
+
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def summary_of(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def references_of(catalog: Path) -> set[tuple[str, str, str]]:
+    with Catalog(catalog, create=False) as store:
+        return {(r.path, r.sha256, r.design) for r in store.references()}
+
+
+@pytest.fixture
+def photos(
+    tmp_path: Path, make_photo: Callable[..., np.ndarray], write_image: Callable[..., Path]
+) -> Path:
+    folder = tmp_path / "refs"
+    for seed in range(5):
+        write_image(folder / f"ref_{seed}.jpg", make_photo(seed, (320, 240)), quality=90)
+    return folder
+
+
+def test_second_run_over_an_unchanged_folder_fingerprints_nothing(
+    photos: Path, tmp_path: Path
+) -> None:
+    catalog, first, second = tmp_path / "cat", tmp_path / "first.json", tmp_path / "second.json"
+    assert (
+        run("index", photos, "--catalog", catalog, "--workers", "1", "--summary-json", first)[0]
+        == 0
+    )
+    assert summary_of(first)["fingerprinted"] == 5
+    code, _, stderr = run(
+        "index", photos, "--catalog", catalog, "--workers", "1", "--summary-json", second
+    )
+    assert code == 0
+    again = summary_of(second)
+    assert (again["fingerprinted"], again["unchanged"], again["added"]) == (0, 5, 0)
+    assert "indexed 0 new, 0 refreshed, 5 unchanged, 0 failed" in stderr
+
+
+def test_changed_and_new_files_are_picked_up_and_touched_ones_only_refreshed(
+    photos: Path,
+    tmp_path: Path,
+    make_photo: Callable[..., np.ndarray],
+    write_image: Callable[..., Path],
+) -> None:
+    catalog, summary = tmp_path / "cat", tmp_path / "summary.json"
+    run("index", photos, "--catalog", catalog, "--workers", "1")
+    write_image(photos / "ref_0.jpg", make_photo(100, (320, 240)), quality=90)
+    write_image(photos / "ref_new.jpg", make_photo(101, (320, 240)), quality=90)
+    # Same bytes, new mtime: confirmed unchanged by sha256, so no new fingerprint.
+    os.utime(photos / "ref_1.jpg", ns=(1, 1))
+    code, _, _ = run(
+        "index", photos, "--catalog", catalog, "--workers", "1", "--summary-json", summary
+    )
+    assert code == 0
+    result = summary_of(summary)
+    assert result["fingerprinted"] == 2
+    assert (result["added"], result["refreshed"], result["unchanged"]) == (2, 1, 3)
+    assert len(references_of(catalog)) == 6
+
+
+def test_prune_removes_exactly_the_vanished_files(
+    photos: Path,
+    tmp_path: Path,
+    make_photo: Callable[..., np.ndarray],
+    write_image: Callable[..., Path],
+) -> None:
+    catalog, summary = tmp_path / "cat", tmp_path / "summary.json"
+    elsewhere = write_image(tmp_path / "other" / "kept.jpg", make_photo(50, (320, 240)))
+    run("index", photos, "--catalog", catalog, "--workers", "1")
+    run("index", elsewhere, "--catalog", catalog, "--workers", "1")
+    (photos / "ref_1.jpg").unlink()
+    (photos / "ref_3.jpg").unlink()
+    code, _, _ = run(
+        "index",
+        photos,
+        "--catalog",
+        catalog,
+        "--prune",
+        "--workers",
+        "1",
+        "--summary-json",
+        summary,
+    )
+    assert code == 0
+    assert summary_of(summary)["pruned"] == 2
+    paths = {Path(p).name for p, _, _ in references_of(catalog)}
+    assert paths == {"ref_0.jpg", "ref_2.jpg", "ref_4.jpg", "kept.jpg"}
+    assert run("catalog", "verify", "--catalog", catalog)[0] == 0
+
+
+def test_without_prune_vanished_files_stay(photos: Path, tmp_path: Path) -> None:
+    catalog = tmp_path / "cat"
+    run("index", photos, "--catalog", catalog, "--workers", "1")
+    (photos / "ref_1.jpg").unlink()
+    assert run("index", photos, "--catalog", catalog, "--workers", "1")[0] == 0
+    assert len(references_of(catalog)) == 5
+
+
+@pytest.mark.slow
+def test_resuming_after_kill_9_mid_index_gives_the_same_catalog(
+    tmp_path: Path, make_photo: Callable[..., np.ndarray], write_image: Callable[..., Path]
+) -> None:
+    folder = tmp_path / "refs"
+    for seed in range(40):
+        write_image(folder / f"ref_{seed:02d}.jpg", make_photo(seed, (480, 360)), quality=90)
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    command = [
+        sys.executable,
+        "-c",
+        "from imgmatch.cli import app; app()",
+        "index",
+        str(folder),
+        "--catalog",
+        str(killed),
+        "--workers",
+        "1",
+        "--batch-size",
+        "2",
+        "--quiet",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    committed = 0
+    deadline = time.monotonic() + 60
+    while committed < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+        committed = _committed(killed)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 2 <= _committed(killed) < 40, "the kill must land mid-run"
+    assert run("index", folder, "--catalog", killed, "--workers", "1")[0] == 0
+    assert run("index", folder, "--catalog", whole, "--workers", "1")[0] == 0
+    assert references_of(killed) == references_of(whole)
+    assert run("catalog", "verify", "--catalog", killed)[0] == 0
+    listing = folder / "ref_07.jpg"
+    results = [
+        json.loads(run("check", listing, "--catalog", c, "--format", "jsonl", "--workers", "1")[1])
+        for c in (killed, whole)
+    ]
+    for result in results:
+        del result["timing_ms"]
+    assert results[0] == results[1]
+    assert results[0]["flagged"] is True
+
+
+def _committed(catalog: Path) -> int:
+    database = catalog / DATABASE_NAME
+    if not database.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as db:
+            return int(db.execute("SELECT COUNT(*) FROM reference").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.fixture
+def hostile(
+    tmp_path: Path,
+    make_photo: Callable[..., np.ndarray],
+    write_image: Callable[..., Path],
+    bundled_references: Path,
+) -> Path:
+    """Good photos among a FIFO, a symlink loop, a symlink out of the root, an empty file and
+    a truncated JPEG."""
+    root = tmp_path / "hostile"
+    for seed in range(3):
+        write_image(root / f"good_{seed}.jpg", make_photo(seed, (320, 240)))
+    os.mkfifo(root / "pipe.jpg")
+    (root / "loop_a.jpg").symlink_to(root / "loop_b.jpg")
+    (root / "loop_b.jpg").symlink_to(root / "loop_a.jpg")
+    outside = write_image(tmp_path / "outside.jpg", make_photo(9, (320, 240)))
+    (root / "escape.jpg").symlink_to(outside)
+    (root / "empty.jpg").write_bytes(b"")
+    data = (bundled_references / "D000_0.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_index_of_a_hostile_folder_completes_and_reports_each_file(
+    hostile: Path, tmp_path: Path
+) -> None:
+    summary_path = tmp_path / "summary.json"
+    code, _, stderr = run(
+        "index", hostile, "--catalog", tmp_path / "cat", "--summary-json", summary_path
+    )
+    assert code == 1
+    summary = summary_of(summary_path)
+    assert summary["added"] == 3
+    assert summary["failures_by_reason"] == {
+        "empty file": [str(hostile / "empty.jpg")],
+        "truncated image": [str(hostile / "truncated.jpg")],
+    }
+    skipped = {Path(s["path"]).name: s["reason"] for s in summary["skipped_paths"]}
+    assert set(skipped) == {"pipe.jpg", "loop_a.jpg", "loop_b.jpg", "escape.jpg"}
+    assert "outside" in skipped["escape.jpg"]
+    assert "FIFO" in skipped["pipe.jpg"]
+    assert summary["unsupported"] == 1
+    for name in ("pipe.jpg", "loop_a.jpg", "escape.jpg", "empty.jpg", "truncated.jpg"):
+        assert name in stderr
+
+
+def test_a_decode_over_the_time_limit_is_a_per_file_error(photos: Path) -> None:
+    fingerprinter = FileFingerprinter("reference", DetectorConfig(), ImageLimits(), 1e-6)
+    outcome = fingerprinter(photos / "ref_0.jpg")
+    assert outcome.fingerprint is None
+    assert outcome.error_type == DecodeTimeoutError.reason
