@@ -8,6 +8,7 @@ BLAS to one thread: N workers on N cores must not each start N threads.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
 import os
 import signal
@@ -214,6 +215,11 @@ def _pooled(
     paths: Iterator[Path], window: int, new_pool: Callable[[], ProcessPoolExecutor]
 ) -> Iterator[FingerprintOutcome]:
     pending: deque[tuple[Path, Future[FingerprintOutcome]]] = deque()
+    first = next(paths, None)
+    if first is None:
+        # Nothing to do (a no-change re-index): starting workers would be most of the run.
+        return
+    paths = itertools.chain([first], paths)
     pool = new_pool()
     try:
         while True:
