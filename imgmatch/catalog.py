@@ -842,27 +842,31 @@ class Catalog:
     def _new_descriptor_index(self, training: NDArray[np.uint8]) -> Any:
         count = len(training)
         bits = DESCRIPTOR_BYTES * 8
-        if count <= self.config.exact_search_max_descriptors:
+        config = self.config
+        if count <= config.exact_search_max_descriptors:
             return faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(bits))
-        # A query costs ~lists (coarse step) + probes * count / lists comparisons: least at
-        # lists = sqrt(probes * count).
-        lists = int(
-            np.clip(
-                np.sqrt(self.config.ivf_probes * count),
-                self.config.ivf_min_lists,
-                self.config.ivf_max_lists,
-            )
-        )
-        quantizer = faiss.IndexBinaryFlat(bits)
         # Centroids are a seeded sample of the catalog's own descriptors. Binary k-means costs
         # lists x points x iterations, minutes at catalog scale, and on ORB descriptors gave no
         # better recall than sampled centroids (99 % top-1 agreement with exact at 8 probes).
         rng = np.random.default_rng(0)
-        centroids = training[np.sort(rng.choice(count, size=lists, replace=False))]
-        quantizer.add(np.ascontiguousarray(centroids))
+        lists = int(np.clip(count // config.ivf_list_size, config.ivf_min_lists, count))
+        centroids = np.ascontiguousarray(training[np.sort(rng.choice(count, lists, replace=False))])
+        # Assigning a descriptor to its list compares it with every centroid; with tens of
+        # thousands of lists that dominates both adding and searching. The centroids are
+        # themselves found through a small inverted file over sqrt(lists) top centroids.
+        top_count = max(config.ivf_min_lists // 4, int(np.sqrt(lists)))
+        top = faiss.IndexBinaryFlat(bits)
+        top.add(
+            np.ascontiguousarray(centroids[np.sort(rng.choice(lists, top_count, replace=False))])
+        )
+        quantizer = faiss.IndexBinaryIVF(top, bits, top_count)
+        quantizer.is_trained = True
+        quantizer.add(centroids)
+        quantizer.nprobe = config.ivf_quantizer_probes
         index = faiss.IndexBinaryIVF(quantizer, bits, lists)
         index.is_trained = True
-        # The IVF index points into the quantizer; keep the Python wrapper alive with it.
+        # Each FAISS index points into the one below it; keep the Python wrappers alive with it.
+        quantizer.referenced_top = top  # type: ignore[attr-defined]
         index.referenced_quantizer = quantizer  # type: ignore[attr-defined]
         return index
 

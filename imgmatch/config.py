@@ -88,9 +88,12 @@ class SearchConfig:
     # Up to this many descriptors an exact flat index is fast enough (a listing's 1,000
     # descriptors against 20,000 take a few ms); beyond, an inverted-file (IVF) index.
     exact_search_max_descriptors: int = 20_000
+    # IVF: about this many descriptors per list, at least ivf_min_lists lists.
+    ivf_list_size: int = 256
     ivf_min_lists: int = 64
-    ivf_max_lists: int = 65_536
     ivf_probes: int = 8
+    # Lists are found through a second, small inverted file; probes into that one.
+    ivf_quantizer_probes: int = 4
     # Rebuild the IVF index (new centroids, new list count) when the catalog grew this much.
     ivf_retrain_growth: float = 2.0
     faiss_threads: int = 1

@@ -290,32 +290,46 @@ class Detector:
     ) -> None:
         """Ratio test against the nearest descriptor of another design; a vote per survivor."""
         config = self.config
-        distances, reference_ids = neighbours.distances, neighbours.reference_ids
-        for query in range(len(distances)):
-            best_reference = int(reference_ids[query, 0])
-            best_distance = int(distances[query, 0])
-            if best_reference < 0 or best_distance > config.max_descriptor_distance_bits:
-                continue
-            best_design = designs.get(best_reference)
-            # Without a rival among the k neighbours, the k-th distance bounds the rival's.
-            rival = int(distances[query, -1])
-            for j in range(1, distances.shape[1]):
-                other = int(reference_ids[query, j])
-                if other < 0:
-                    break
-                if designs.get(other) != best_design:
-                    rival = int(distances[query, j])
-                    break
-            else:
-                rival = max(rival, config.max_descriptor_distance_bits + 1)
-            if best_distance >= config.ratio_test * rival:
-                continue
-            candidate = candidates.get(best_reference)
+        distances = neighbours.distances.astype(np.int64)
+        reference_ids = neighbours.reference_ids
+        if distances.size == 0:
+            return
+        valid = reference_ids >= 0
+        # Design of every neighbour as a small integer code, looked up once per reference.
+        known = np.unique(reference_ids[valid])
+        code_of_design: dict[str, int] = {}
+        known_codes = np.array(
+            [
+                code_of_design.setdefault(designs.get(int(r), ""), len(code_of_design))
+                for r in known
+            ],
+            dtype=np.int64,
+        )
+        codes = np.full(reference_ids.shape, -1, dtype=np.int64)
+        codes[valid] = known_codes[np.searchsorted(known, reference_ids[valid])]
+        rows = np.arange(len(distances))
+        other_design = valid & (codes != codes[:, :1])
+        has_rival = other_design.any(axis=1)
+        # Without a rival among the k neighbours, the k-th distance bounds the rival's.
+        rival = np.where(
+            has_rival,
+            distances[rows, other_design.argmax(axis=1)],
+            np.maximum(distances[:, -1], config.max_descriptor_distance_bits + 1),
+        )
+        best = distances[:, 0]
+        passed = np.flatnonzero(
+            valid[:, 0]
+            & (best <= config.max_descriptor_distance_bits)
+            & (best < config.ratio_test * rival)
+        )
+        for query in passed.tolist():
+            reference_id = int(reference_ids[query, 0])
+            candidate = candidates.get(reference_id)
             if candidate is None:
-                candidate = candidates[best_reference] = _Candidate(best_reference)
-            view = int(neighbours.views[query, 0])
-            keypoint = int(neighbours.keypoints[query, 0])
-            candidate.votes[view].append((query, keypoint, best_distance))
+                candidate = candidates[reference_id] = _Candidate(reference_id)
+            candidate.votes[int(neighbours.views[query, 0])].append(
+                (query, int(neighbours.keypoints[query, 0]), int(best[query]))
+            )
 
     def _shortlist(self, candidates: dict[int, _Candidate]) -> list[_Candidate]:
         def strength(c: _Candidate) -> tuple[int, int]:
