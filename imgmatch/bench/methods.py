@@ -105,7 +105,7 @@ class BruteForceOrb(Method):
     description = "OpenCV ORB 1500, BFMatcher kNN against every reference, ratio 0.8, RANSAC"
 
     def build(self, references: Sequence[ReferenceItem], workdir: Path) -> None:
-        self._orb = cv2.ORB_create(nfeatures=BASELINE_ORB_FEATURES)
+        self._orb = cv2.ORB_create(nfeatures=BASELINE_ORB_FEATURES)  # type: ignore[attr-defined]
         self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         self._refs = []
         for ref in references:
