@@ -35,6 +35,7 @@ from imgmatch.errors import CatalogError, ReferenceNotFoundError
 from imgmatch.features import DESCRIPTOR_BYTES, KEYPOINT_FIELDS, Keypoints
 from imgmatch.fingerprint import Fingerprint
 from imgmatch.hashing import HASH_BITS, PackedBits
+from imgmatch.locking import ReadWriteLock
 
 CATALOG_ENV = "IMGMATCH_CATALOG"
 DEFAULT_CATALOG_DIR = Path("imgmatch-data")
@@ -179,46 +180,6 @@ def descriptor_id(reference_id: int, view: int, keypoint: int) -> int:
     return (reference_id << _REFERENCE_SHIFT) | (view << _KEYPOINT_BITS) | keypoint
 
 
-class _ReadWriteLock:
-    """Many concurrent searches, or one index mutation: FAISS CPU indexes allow nothing else."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._writers_waiting = 0
-
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[None]:
-        with self._condition:
-            # Waiting writers go first: a steady stream of searches must not starve an add.
-            while self._writer or self._writers_waiting:
-                self._condition.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._condition.notify_all()
-
-    @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
-        with self._condition:
-            self._writers_waiting += 1
-            while self._writer or self._readers:
-                self._condition.wait()
-            self._writers_waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._writer = False
-                self._condition.notify_all()
-
-
 class Catalog:
     """References, their fingerprints, and the FAISS indexes that search them.
 
@@ -246,7 +207,7 @@ class Catalog:
         # threads, worker processes) then oversubscribe the cores, so the count is a setting.
         faiss.omp_set_num_threads(self.config.faiss_threads)
         self._db_lock = threading.RLock()
-        self._index_lock = _ReadWriteLock()
+        self._index_lock = ReadWriteLock()
         try:
             self._db = sqlite3.connect(
                 self.directory / DATABASE_NAME, check_same_thread=False, isolation_level=None
@@ -420,28 +381,15 @@ class Catalog:
         limit: int | None = None,
     ) -> list[Reference]:
         """References in id order, optionally filtered by exact design and/or brand."""
-        clauses, params = [], []
-        if design is not None:
-            clauses.append("design = ?")
-            params.append(design)
-        if brand is not None:
-            clauses.append("brand = ?")
-            params.append(brand)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = _filters(design, brand)
         sql = f"SELECT * FROM reference {where} ORDER BY id LIMIT ? OFFSET ?"
         with self._db_lock:
             rows = self._db.execute(sql, (*params, -1 if limit is None else limit, offset))
             return [self._row_to_reference(row) for row in rows.fetchall()]
 
     def count(self, *, design: str | None = None, brand: str | None = None) -> int:
-        clauses, params = [], []
-        if design is not None:
-            clauses.append("design = ?")
-            params.append(design)
-        if brand is not None:
-            clauses.append("brand = ?")
-            params.append(brand)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        """How many references, optionally filtered like `references`."""
+        where, params = _filters(design, brand)
         with self._db_lock:
             row = self._db.execute(f"SELECT COUNT(*) FROM reference {where}", params).fetchone()
             return int(row[0])
@@ -900,6 +848,16 @@ class Catalog:
                 np.ascontiguousarray(features.descriptors, dtype=np.uint8),
                 descriptor_id(reference_id, view, 0) + np.arange(len(features), dtype=np.int64),
             )
+
+
+def _filters(design: str | None, brand: str | None) -> tuple[str, list[str]]:
+    """A WHERE clause (or "") and its parameters for exact design and brand filters."""
+    clauses, params = [], []
+    for column, value in (("design", design), ("brand", brand)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -16,7 +16,6 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from imgmatch.catalog import Catalog, NewReference, Reference
 from imgmatch.config import DetectorConfig, ImageLimits
 from imgmatch.detector import CheckResult, Detector
 from imgmatch.images import RGBImage, load_image
+from imgmatch.locking import ReadWriteLock
 from service.metrics import Metrics
 from service.settings import ServiceSettings
 
@@ -51,44 +51,6 @@ class NoImageError(Exception):
     """The reference has no readable image to make a thumbnail from."""
 
 
-class _Gate:
-    """Many checks at once, or one removal; a waiting removal holds back new checks."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._readers = 0
-        self._writers_waiting = 0
-        self._writing = False
-
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[None]:
-        with self._condition:
-            while self._writing or self._writers_waiting:
-                self._condition.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._readers -= 1
-                self._condition.notify_all()
-
-    @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
-        with self._condition:
-            self._writers_waiting += 1
-            while self._writing or self._readers:
-                self._condition.wait()
-            self._writers_waiting -= 1
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._writing = False
-                self._condition.notify_all()
-
-
 @dataclass(frozen=True)
 class NewUpload:
     """A reference photo uploaded over HTTP: its bytes and what the client said about it."""
@@ -111,7 +73,7 @@ class ServiceState:
         self._load_error: str | None = None
         self._loaded = threading.Event()
         self._jobs = threading.BoundedSemaphore(settings.workers)
-        self._gate = _Gate()
+        self._gate = ReadWriteLock()
         metrics.catalog_size = lambda: self._catalog.count() if self._catalog else None
 
     # ----------------------------------------------------------------------- lifecycle
