@@ -91,9 +91,12 @@ class SearchConfig:
     # IVF: about this many descriptors per list, at least ivf_min_lists lists.
     ivf_list_size: int = 256
     ivf_min_lists: int = 64
-    ivf_probes: int = 8
+    # Scanning a list costs ~30 ns a descriptor in FAISS's binary IVF here (10x its flat scan),
+    # so probes are few: 2 probes x 2 quantizer probes kept 98.5 % of the exact nearest
+    # neighbours within 40 bits on real reference descriptors.
+    ivf_probes: int = 2
     # Lists are found through a second, small inverted file; probes into that one.
-    ivf_quantizer_probes: int = 4
+    ivf_quantizer_probes: int = 2
     # Rebuild the IVF index (new centroids, new list count) when the catalog grew this much.
     ivf_retrain_growth: float = 2.0
     faiss_threads: int = 1
