@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from imgmatch.bench.runner import (
     run_bench,
     write_report,
 )
+from imgmatch.bench.scale import scale_rows
 from imgmatch.catalog import Catalog
 from imgmatch.detector import THRESHOLD_SETTING
 
@@ -43,6 +45,15 @@ def bench(
     scale: Annotated[
         str, typer.Option(help="Catalog sizes for the growth run, e.g. 1000,10000 ('' skips).")
     ] = "",
+    exact_listings: Annotated[
+        int, typer.Option(help="Scale run: listings timed with exact search (slow).")
+    ] = 3,
+    bruteforce_listings: Annotated[
+        int, typer.Option(help="Scale run: listings timed with brute-force ORB (slow).")
+    ] = 2,
+    scale_budget_s: Annotated[
+        float, typer.Option(help="Scale run: seconds for exact / brute-force listings per size.")
+    ] = 120.0,
     seed: int = 0,
     references_per_attack: Annotated[int, typer.Option(help="Quick set: copies per attack.")] = 8,
     max_references: Annotated[int | None, typer.Option(help="Quick set: use only N.")] = None,
@@ -75,10 +86,17 @@ def bench(
         )
     sizes = [int(s) for s in scale.split(",") if s.strip()]
     if sizes:
-        from imgmatch.bench.quick import scale_rows
-
         err.print(f"catalog growth run: {sizes}")
-        report["scale"] = scale_rows(sizes, seed=seed)
+        with tempfile.TemporaryDirectory(prefix="imgmatch-scale-") as workdir:
+            report["scale"] = scale_rows(
+                sizes,
+                seed=seed,
+                workdir=Path(workdir),
+                exact_listings=exact_listings,
+                bruteforce_listings=bruteforce_listings,
+                budget_s=scale_budget_s,
+                log=err.print,
+            )
     for path in write_report(report, out):
         err.print(f"wrote {path}")
 

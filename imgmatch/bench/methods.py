@@ -19,6 +19,7 @@ from PIL import Image
 
 from imgmatch.bench.metrics import Prediction
 from imgmatch.bench.samples_set import ListingItem, ReferenceItem
+from imgmatch.bench.synthetic import SyntheticSpec, synthetic_masks
 from imgmatch.catalog import Catalog, NewReference
 from imgmatch.config import DetectorConfig
 from imgmatch.detector import Detector
@@ -112,6 +113,7 @@ class BruteForceOrb(Method):
             points, descriptors, _ = self._features(ref.image)
             height, width = ref.image.shape[:2]
             self._refs.append((ref.design, points, descriptors, width, height))
+        self._real_count = len(self._refs)
 
     def _features(self, image: RGBImage) -> tuple[np.ndarray, np.ndarray | None, float]:
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
@@ -166,6 +168,25 @@ class BruteForceOrb(Method):
 
     def catalog_bytes(self) -> int:
         return sum(0 if d is None else d.nbytes + p.nbytes for _, p, d, _, _ in self._refs)
+
+    def grow_synthetic(self, total: int, seed: int, spec: SyntheticSpec | None = None) -> None:
+        """Add perturbed copies of the real references until there are `total` (scale runs).
+
+        Same recipe as the imgmatch catalog's synthetic references (`SyntheticSpec`): every
+        descriptor of a randomly chosen real reference with 32 of 256 bits flipped.
+        """
+        if len(self._refs) >= total:
+            return
+        rng = np.random.default_rng(seed + len(self._refs))
+        # A fixed pool of masks: drawing 256 random bits per descriptor would take minutes.
+        masks = synthetic_masks(rng, spec or SyntheticSpec())
+        real = self._refs[: self._real_count]
+        while len(self._refs) < total:
+            _design, points, descriptors, width, height = real[int(rng.integers(len(real)))]
+            if descriptors is not None:
+                picked = masks[rng.integers(len(masks), size=len(descriptors))]
+                descriptors = np.bitwise_xor(descriptors, picked)
+            self._refs.append((f"synthetic-{len(self._refs)}", points, descriptors, width, height))
 
 
 class ImgmatchMethod(Method):

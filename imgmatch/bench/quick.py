@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -197,19 +197,6 @@ def run(
             timings = time_checks(detector, listings, repeats)
             rows.append(summarise(catalog, timings, synthetic, build_s))
     return rows
-
-
-def scale_rows(sizes: Sequence[int], *, seed: int, repeats: int = 1) -> list[dict[str, object]]:
-    """The catalog-growth run with the shipped search settings, as report rows."""
-    rows = run(
-        sizes,
-        seed=seed,
-        repeats=repeats,
-        search=SearchConfig(),
-        spec=SyntheticSpec(),
-        batch_size=2000,
-    )
-    return [{**asdict(row), "ratio": row.ratio} for row in rows]
 
 
 def format_rows(rows: Sequence[StageLatency]) -> str:

@@ -138,6 +138,11 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def load_sample_sets(
     quick: bool, datasets: Sequence[Path], log: Callable[[str], None], seed: int, **quick_kw: Any
 ) -> list[SampleSet]:
@@ -159,6 +164,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run every method on every sample set; returns the report as a JSON-ready dict."""
     results: list[MethodResult] = []
+    began_wall, began_cpu = time.perf_counter(), _cpu_s()
     with tempfile.TemporaryDirectory(prefix="imgmatch-bench-") as workdir:
         for samples in sample_sets:
             for method in make_methods(method_names):
@@ -173,6 +179,9 @@ def run_bench(
         "conditions": conditions(seed, detector=DetectorConfig()),
         "operating_precision": OPERATING_PRECISION,
         "peak_rss_bytes": peak_rss_bytes(),
+        # On a shared machine wall time includes waiting for the CPU; CPU time does not.
+        "wall_s": time.perf_counter() - began_wall,
+        "cpu_s": _cpu_s() - began_cpu,
         "sample_sets": {
             s.name: {
                 "references": len(s.references),

@@ -41,6 +41,8 @@ class SyntheticSpec:
     descriptor_flip_bits: int = 32
     hash_flip_bits: int = 24
     keypoint_jitter_px: float = 2.0
+    # Masks are drawn from a pool this large (small pools: fast tiny runs in tests).
+    mask_pool_size: int = _MASK_POOL_SIZE
 
 
 def _bit_masks(rng: np.random.Generator, count: int, bits: int, flips: int) -> NDArray[np.uint8]:
@@ -49,6 +51,11 @@ def _bit_masks(rng: np.random.Generator, count: int, bits: int, flips: int) -> N
     dense = np.zeros((count, bits), dtype=np.uint8)
     np.put_along_axis(dense, order, 1, axis=1)
     return np.packbits(dense, axis=1)
+
+
+def synthetic_masks(rng: np.random.Generator, spec: SyntheticSpec) -> NDArray[np.uint8]:
+    """The pool of packed descriptor masks with `spec.descriptor_flip_bits` of 256 bits set."""
+    return _bit_masks(rng, spec.mask_pool_size, DESCRIPTOR_BYTES * 8, spec.descriptor_flip_bits)
 
 
 class SyntheticFactory:
@@ -62,9 +69,7 @@ class SyntheticFactory:
         self.real = list(real)
         self.spec = spec or SyntheticSpec()
         self._rng = np.random.default_rng(seed)
-        self._descriptor_masks = _bit_masks(
-            self._rng, _MASK_POOL_SIZE, DESCRIPTOR_BYTES * 8, self.spec.descriptor_flip_bits
-        )
+        self._descriptor_masks = synthetic_masks(self._rng, self.spec)
         self._hash_masks = _bit_masks(self._rng, 4096, HASH_BITS, self.spec.hash_flip_bits)
 
     def fingerprint(self) -> Fingerprint:
@@ -74,7 +79,7 @@ class SyntheticFactory:
         views = []
         for view in base.views:
             count = len(view)
-            masks = self._descriptor_masks[rng.integers(_MASK_POOL_SIZE, size=count)]
+            masks = self._descriptor_masks[rng.integers(len(self._descriptor_masks), size=count)]
             keypoints = view.keypoints.copy()
             keypoints[:, :2] += rng.normal(0.0, self.spec.keypoint_jitter_px, (count, 2))
             keypoints[:, 0] = np.clip(keypoints[:, 0], 0, base.width - 1)
