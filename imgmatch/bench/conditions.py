@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from dataclasses import asdict, is_dataclass
 from importlib import metadata
 from pathlib import Path
@@ -48,6 +49,24 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def git_commit() -> str:
+    """The project's commit, with `+dirty` when tracked files differ from it ('' outside git)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "imgmatch"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return ""
+    return f"{head}+dirty" if head and dirty else head
+
+
 def conditions(seed: int, **configs: Any) -> dict[str, Any]:
     """Everything a reader needs to reproduce or discount a figure."""
     return {
@@ -56,6 +75,7 @@ def conditions(seed: int, **configs: Any) -> dict[str, Any]:
         "cores": usable_cores(),
         "platform": platform.platform(),
         "versions": package_versions(),
+        "git_commit": git_commit(),
         "config": {
             name: asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
             for name, value in configs.items()

@@ -23,7 +23,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# imgmatch benchmark",
         "",
-        f"Seed {facts['seed']}; {facts['cpu_model']}, {facts['cores']} cores; "
+        f"Seed {facts['seed']}; commit {facts.get('git_commit', '?')}; "
+        f"{facts['cpu_model']}, {facts['cores']} cores; "
         + ", ".join(f"{k} {v}" for k, v in facts["versions"].items())
         + f"; peak RSS {report['peak_rss_bytes'] / 2**20:.0f} MiB; methods on sample sets took "
         f"{report.get('wall_s', float('nan')):.0f} s wall, "

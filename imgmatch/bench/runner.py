@@ -25,7 +25,7 @@ from imgmatch.bench.metrics import (
     recall_by_group,
 )
 from imgmatch.bench.samples_set import SampleSet, quick_set, read_dataset
-from imgmatch.config import DetectorConfig
+from imgmatch.config import DetectorConfig, SearchConfig
 
 PRECISION_TARGETS = (0.99, 0.999)
 # The operating threshold of every method: the score that reaches this precision on the run.
@@ -176,7 +176,7 @@ def run_bench(
 
                 results.append(run_method(method, samples, Path(workdir), tick))
     return {
-        "conditions": conditions(seed, detector=DetectorConfig()),
+        "conditions": conditions(seed, detector=DetectorConfig(), search=SearchConfig()),
         "operating_precision": OPERATING_PRECISION,
         "peak_rss_bytes": peak_rss_bytes(),
         # On a shared machine wall time includes waiting for the CPU; CPU time does not.
