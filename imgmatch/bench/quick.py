@@ -70,11 +70,14 @@ class StageLatency:
         return self.median_growing_ms / self.median_fixed_ms if self.median_fixed_ms else 0.0
 
 
-def bundled_references(directory: Path = REFERENCE_DIR) -> list[BundledReference]:
-    """The bundled reference photos with their metadata (design defaults to the file stem)."""
+def bundled_references(
+    directory: Path = REFERENCE_DIR, limit: int | None = None
+) -> list[BundledReference]:
+    """The bundled reference photos with their metadata (design defaults to the file stem);
+    the first `limit` only, where given (decoding all 32 dominates tiny test runs)."""
     metadata = read_metadata(directory / "metadata.csv")
     out = []
-    for path in sorted(directory.glob("*.jpg")):
+    for path in sorted(directory.glob("*.jpg"))[:limit]:
         meta = metadata.get(path.resolve())
         design, brand = (meta.design, meta.brand) if meta else (path.stem, "")
         out.append(BundledReference(path, design, brand, load_image(path)))

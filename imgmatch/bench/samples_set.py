@@ -110,7 +110,7 @@ def quick_set(
     references x attacks.
     """
     rng = np.random.default_rng(seed)
-    bundled = bundled_references(reference_dir)[:max_references]
+    bundled = bundled_references(reference_dir, max_references)
     references = tuple(ReferenceItem(b.path.name, b.design, b.image) for b in bundled)
     backgrounds = [generated_photo(rng) for _ in range(3)]
     fillers = [generated_photo(rng, 480, 480) for _ in range(8)]

@@ -181,7 +181,7 @@ def scale_rows(
     """Grow one catalog through `sizes`; one report row per size (see the module docstring)."""
     config = DetectorConfig()
     spec = spec or SyntheticSpec()
-    bundled = bundled_references()[:real_references]
+    bundled = bundled_references(limit=real_references)
     listings = latency_listings(bundled, seed)[:timed_listings]
     # The first listings are attacked references (copies), so exact search has matches to find.
     few_exact = listings[:exact_listings]
