@@ -12,7 +12,6 @@ from rich.console import Console
 
 from imgmatch.catalog import Catalog
 from imgmatch.checking import DEFAULT_DECODE_TIMEOUT_S, CheckOptions, completed_keys, run_check
-from imgmatch.config import SearchConfig
 from imgmatch.detector import Detector
 from imgmatch.errors import CatalogError, ImgmatchError, MetadataError
 from imgmatch.indexing import DEFAULT_BATCH_SIZE, IndexOptions, index_references
@@ -60,9 +59,9 @@ DecodeTimeoutOption = Annotated[
 ]
 
 
-def _open_catalog(directory: Path | None, *, create: bool, search_threads: int = 1) -> Catalog:
+def _open_catalog(directory: Path | None, *, create: bool) -> Catalog:
     try:
-        return Catalog(directory, SearchConfig(faiss_threads=search_threads), create=create)
+        return Catalog(directory, create=create)
     except CatalogError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_USAGE) from exc
@@ -158,8 +157,7 @@ def check(
         err.print("[red]error:[/red] --resume needs --format jsonl and --out FILE")
         raise typer.Exit(EXIT_USAGE)
     options = CheckOptions(workers or default_workers(), min_score, decode_timeout_s=decode_timeout)
-    # One batched FAISS call per many listings parallelises well: give it the same cores.
-    with _open_catalog(catalog, create=False, search_threads=options.workers) as store:
+    with _open_catalog(catalog, create=False) as store:
         try:
             summary = run_check(
                 Detector(store),

@@ -178,9 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         floor_s = measure_floor(paths, config)
         runs = []
         for workers in (1, args.workers):
-            # As `imgmatch check --workers N`: FAISS searches each batch on N threads.
-            threads = SearchConfig(faiss_threads=workers)
-            with Catalog(root / "catalog", config=threads, create=False) as catalog:
+            with Catalog(root / "catalog", config=search, create=False) as catalog:
                 detector = Detector(catalog, config)
                 # Warm-up: first touches of the index pages are not throughput.
                 measure_check(detector, paths[:8], 1)
