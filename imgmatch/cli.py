@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from imgmatch.bench.command import bench, calibrate
 from imgmatch.catalog import Catalog
 from imgmatch.checking import DEFAULT_DECODE_TIMEOUT_S, CheckOptions, completed_keys, run_check
 from imgmatch.detector import Detector
@@ -255,3 +256,8 @@ def serve(
     configure_logging(settings)
     err.print(f"imgmatch serving {settings.catalog_dir()} on http://{host}:{port}")
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+
+
+# The benchmark's commands live with the benchmark (imgmatch/bench/command.py).
+app.command()(bench)
+app.command()(calibrate)
