@@ -55,7 +55,7 @@ def bench(
         float, typer.Option(help="Scale run: seconds for exact / brute-force listings per size.")
     ] = 120.0,
     seed: int = 0,
-    references_per_attack: Annotated[int, typer.Option(help="Quick set: copies per attack.")] = 8,
+    references_per_attack: Annotated[int, typer.Option(help="Quick set: copies per attack.")] = 5,
     max_references: Annotated[int | None, typer.Option(help="Quick set: use only N.")] = None,
 ) -> None:
     """Benchmark imgmatch against pHash and brute-force ORB on the same data."""

@@ -164,6 +164,8 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run every method on every sample set; returns the report as a JSON-ready dict."""
     results: list[MethodResult] = []
+    # Taken first: the commit and versions are those the run started with.
+    facts = conditions(seed, detector=DetectorConfig(), search=SearchConfig())
     began_wall, began_cpu = time.perf_counter(), _cpu_s()
     with tempfile.TemporaryDirectory(prefix="imgmatch-bench-") as workdir:
         for samples in sample_sets:
@@ -176,7 +178,7 @@ def run_bench(
 
                 results.append(run_method(method, samples, Path(workdir), tick))
     return {
-        "conditions": conditions(seed, detector=DetectorConfig(), search=SearchConfig()),
+        "conditions": facts,
         "operating_precision": OPERATING_PRECISION,
         "peak_rss_bytes": peak_rss_bytes(),
         # On a shared machine wall time includes waiting for the CPU; CPU time does not.

@@ -97,7 +97,7 @@ def _attack_table(
 def quick_set(
     seed: int = 0,
     *,
-    references_per_attack: int = 8,
+    references_per_attack: int = 5,
     generated_distractors: int = 24,
     attacked_distractors: int = 16,
     reference_dir: Path = REFERENCE_DIR,
