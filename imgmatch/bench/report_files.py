@@ -8,6 +8,7 @@ from typing import Any
 # Small PNGs: the README embeds them.
 PLOT_SIZE_IN = (6.0, 4.0)
 PLOT_DPI = 80
+LINE_STYLES = ("-", "--", "-.", ":", (0, (5, 1)))
 
 
 def _pct(value: float | None) -> str:
@@ -101,14 +102,21 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
         by_set.setdefault(result["sample_set"], []).append(result)
     for name, results in by_set.items():
         fig, ax = plt.subplots(figsize=PLOT_SIZE_IN, dpi=PLOT_DPI)
-        for r in results:
-            ax.plot(r["curve"]["recall"], r["curve"]["precision"], label=r["method"])
+        for number, r in enumerate(results):
+            # Methods often coincide (e.g. at precision 1.0): vary style so each stays visible.
+            ax.plot(
+                r["curve"]["recall"],
+                r["curve"]["precision"],
+                label=r["method"],
+                linestyle=LINE_STYLES[number % len(LINE_STYLES)],
+                linewidth=2.5 - 0.4 * number,
+            )
         ax.set(
             xlabel="recall",
             ylabel="precision",
             title=f"{name}: precision-recall",
-            xlim=(0, 1),
-            ylim=(0, 1.02),
+            xlim=(0, 1.02),
+            ylim=(0, 1.05),
         )
         ax.legend(fontsize=7)
         path = out / f"pr_{name}.png"
@@ -128,9 +136,16 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
                     width,
                     label=r["method"],
                 )
-            ax.set_xticks([j + 0.4 for j in range(len(attacks))], attacks, rotation=70, fontsize=6)
-            ax.set(ylabel="recall at P0.99", title=f"{name}: recall per attack", ylim=(0, 1.05))
-            ax.legend(fontsize=6)
+            centre = width * (len(results) - 1) / 2
+            ax.set_xticks(
+                [j + centre for j in range(len(attacks))],
+                attacks,
+                rotation=70,
+                fontsize=6,
+                ha="right",
+            )
+            ax.set(ylabel="recall at P0.99", title=f"{name}: recall per attack", ylim=(0, 1.25))
+            ax.legend(fontsize=6, ncol=len(results), loc="upper center")
             path = out / f"recall_per_attack_{name}.png"
             fig.tight_layout()
             fig.savefig(path)
