@@ -48,6 +48,8 @@ class Method:
 
     name = ""
     description = ""
+    # The threshold the method ships with, where it has one (imgmatch: DetectorConfig's).
+    shipped_threshold: float | None = None
 
     def build(self, references: Sequence[ReferenceItem], workdir: Path) -> None:
         raise NotImplementedError
@@ -196,6 +198,7 @@ class ImgmatchMethod(Method):
         self.name = name
         self.description = description
         self.config = config
+        self.shipped_threshold = config.flag_threshold
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def build(self, references: Sequence[ReferenceItem], workdir: Path) -> None:

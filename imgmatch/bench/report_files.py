@@ -70,6 +70,22 @@ def render_markdown(report: dict[str, Any]) -> str:
             for attack in attacks:
                 cells = [_pct(r["recall_per_attack"].get(attack)) for r in results]
                 lines.append(f"| {attack} | " + " | ".join(cells) + " |")
+        shipped = [r for r in results if r.get("operating_shipped")]
+        if shipped:
+            lines += [
+                "",
+                "At the shipped threshold (DetectorConfig.flag_threshold), uncalibrated:",
+                "",
+                "| method | threshold | precision | recall | false-flag rate | false flags |",
+                "|---|---|---|---|---|---|",
+            ]
+            for r in shipped:
+                op = r["operating_shipped"]
+                lines.append(
+                    f"| {r['method']} | {op['threshold']:g} | {_pct(op['precision'])} "
+                    f"| {_pct(op['recall'])} | {_pct(op['false_flag_rate'])} "
+                    f"| {op['false_positives']} |"
+                )
         lines += ["", "Median stage latency (ms):", ""]
         lines.append("| method | decode | features | search | verify |")
         lines.append("|---|---|---|---|---|")

@@ -47,6 +47,8 @@ class MethodResult:
     recall_at_precision: dict[str, float]
     thresholds_at_precision: dict[str, float | None]
     operating: dict[str, float]
+    # At the method's shipped threshold (imgmatch's flag_threshold), where it has one.
+    operating_shipped: dict[str, float] | None
     recall_per_attack: dict[str, float]
     recall_per_part: dict[str, float]
     mean_box_iou: float | None
@@ -99,6 +101,9 @@ def evaluate(
         recall_at_precision={k: v[0] for k, v in at_precision.items()},
         thresholds_at_precision={k: v[1] for k, v in at_precision.items()},
         operating=asdict(op),
+        operating_shipped=None
+        if method.shipped_threshold is None
+        else asdict(operating_point(predictions, truth, method.shipped_threshold, negatives)),
         recall_per_attack=recall_by_group(predictions, truth, attack_of, threshold),
         recall_per_part=recall_by_group(predictions, truth, part_of, threshold),
         mean_box_iou=sum(ious) / len(ious) if ious else None,

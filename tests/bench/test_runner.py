@@ -30,6 +30,9 @@ def test_tiny_bench_writes_a_complete_report(tiny_set: SampleSet, tmp_path: Path
         curve = result["curve"]
         assert len(curve["precision"]) == len(curve["recall"])
     full = data["results"][1]
+    assert data["results"][0]["operating_shipped"] is None
+    assert full["operating_shipped"]["threshold"] == 0.5
+    assert "At the shipped threshold" in (tmp_path / "report.md").read_text()
     assert full["uap"] >= data["results"][0]["uap"]
     assert "| imgmatch-full |" in (tmp_path / "report.md").read_text()
 
