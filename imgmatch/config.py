@@ -27,6 +27,10 @@ class DetectorConfig:
     # Hash path: 64-bit perceptual hashes.
     hashers: tuple[str, ...] = ("phash", "dhash")
     max_hamming_distance: int = 10
+    # Within this many bits a hash match alone flags (score >= 0.5); farther, up to
+    # max_hamming_distance, it only adds to ORB evidence. Apparel shot on white differs by 8-10
+    # bits between unrelated products, and a reused photo verifies with ORB as well.
+    hash_only_flag_distance: int = 4
 
     # ORB path: features on a normalised gray image whose long side is this many pixels.
     feature_side_px: int = 640

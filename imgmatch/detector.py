@@ -478,7 +478,7 @@ class Detector:
         hash_score = 0.0
         transform = ""
         if candidate.hash_distance is not None and candidate.hash_variant is not None:
-            hash_score = 1.0 - 0.5 * candidate.hash_distance / (config.max_hamming_distance + 1)
+            hash_score = _hash_score(candidate.hash_distance, config)
             transform = DIHEDRALS[candidate.hash_variant].name
             reasons.append(
                 f"perceptual hashes ({', '.join(config.hashers)}) within "
@@ -558,6 +558,16 @@ class Detector:
         if box is not None and (box[2] - box[0]) * (box[3] - box[1]) < 0.6 * width * height:
             parts.append("embedded")
         return "+".join(parts) if parts else "similar"
+
+
+def _hash_score(distance: int, config: DetectorConfig) -> float:
+    """Evidence of a hash match: 1 at 0 bits, at least 0.5 (flags alone) up to
+    `hash_only_flag_distance`, below 0.5 and falling towards 0 up to `max_hamming_distance`."""
+    near = config.hash_only_flag_distance + 1
+    if distance < near:
+        return 1.0 - 0.4 * distance / max(near - 1, 1)
+    span = config.max_hamming_distance + 2 - near
+    return 0.5 * max(0.0, config.max_hamming_distance + 1 - distance) / span
 
 
 def _share_inside(points: NDArray[np.float32], quad: NDArray[np.float64]) -> float:
