@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from imgmatch.bench import attacks
+from imgmatch.bench.metrics import box_iou
 from imgmatch.bench.samples import generated_photo
 from imgmatch.catalog import Catalog
 from imgmatch.detector import CheckResult, Detector
@@ -94,7 +95,7 @@ def assert_flagged(result: CheckResult, design: str, truth: attacks.Box) -> None
     assert match.score >= result.threshold
     assert 0.0 <= match.score <= 1.0
     if match.box is not None:
-        assert attacks.box_iou(match.box, truth) >= MIN_BOX_IOU, (match.box, truth)
+        assert box_iou(match.box, truth) >= MIN_BOX_IOU, (match.box, truth)
     else:
         # Only a hash matched: then it must have been the whole picture.
         assert match.hash_distance is not None
@@ -161,7 +162,7 @@ def test_boxes_are_in_the_listing_files_pixels(detector: Detector, photos: dict[
     assert (result.width, result.height) == (2560, 1920)
     box = result.matches[0].box
     assert box is not None
-    assert attacks.box_iou(box, (0, 0, 2560, 1920)) > 0.9
+    assert box_iou(box, (0, 0, 2560, 1920)) > 0.9
 
 
 @pytest.mark.parametrize("seed", range(6))

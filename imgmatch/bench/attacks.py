@@ -349,12 +349,3 @@ def compose(*attacks: Attack) -> Attack:
 def apply(attack: Attack, image: RGBImage, seed: int) -> Attacked:
     """Run `attack` on a reference image with its own seeded generator."""
     return attack(Attacked.original(image), np.random.default_rng(seed))
-
-
-def box_iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes."""
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
