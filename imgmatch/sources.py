@@ -109,29 +109,39 @@ def _consider(
 
 def read_metadata(csv_path: Path) -> dict[Path, ReferenceMetadata]:
     """Reference metadata by resolved file path; `path` in the CSV is relative to its folder."""
+    _, rows = _read_csv(csv_path, REQUIRED_METADATA_COLUMNS, MetadataError, "metadata")
+    table: dict[Path, ReferenceMetadata] = {}
+    for line, row in rows:
+        if not row.get("path") or not row.get("design"):
+            raise MetadataError(f"{csv_path}:{line}: 'path' and 'design' must not be empty")
+        extra = {k: v for k, v in row.items() if k not in REQUIRED_METADATA_COLUMNS and v != ""}
+        key = (csv_path.parent / row["path"]).resolve()
+        table[key] = ReferenceMetadata(row["design"], row.get("brand", ""), extra)
+    return table
+
+
+def _read_csv(
+    csv_path: Path, required: Sequence[str], error: type[Exception], what: str
+) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Column names and (line number, stripped row) pairs of a CSV that must have `required`
+    columns; any problem reading it raises `error`."""
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as stream:
             reader = csv.DictReader(stream)
             columns = [c.strip() for c in reader.fieldnames or []]
-            missing = [c for c in REQUIRED_METADATA_COLUMNS if c not in columns]
+            missing = [c for c in required if c not in columns]
             if missing:
-                raise MetadataError(
+                raise error(
                     f"{csv_path}: missing column(s) {', '.join(missing)} "
-                    f"(needs at least {','.join(REQUIRED_METADATA_COLUMNS)})"
+                    f"(needs at least {','.join(required)})"
                 )
-            table: dict[Path, ReferenceMetadata] = {}
-            for line, row in enumerate(reader, start=2):
-                row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
-                if not row.get("path") or not row.get("design"):
-                    raise MetadataError(f"{csv_path}:{line}: 'path' and 'design' must not be empty")
-                extra = {
-                    k: v for k, v in row.items() if k not in REQUIRED_METADATA_COLUMNS and v != ""
-                }
-                key = (csv_path.parent / row["path"]).resolve()
-                table[key] = ReferenceMetadata(row["design"], row.get("brand", ""), extra)
-            return table
+            rows = [
+                (line, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None})
+                for line, row in enumerate(reader, start=2)
+            ]
+            return columns, rows
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise MetadataError(f"{csv_path}: cannot read metadata ({exc})") from exc
+        raise error(f"{csv_path}: cannot read {what} ({exc})") from exc
 
 
 def find_metadata_files(paths: Sequence[Path]) -> list[Path]:
@@ -185,29 +195,15 @@ class ListingSet:
 def read_manifest(csv_path: Path) -> tuple[list[tuple[str, Path, dict[str, str]]], tuple[str, ...]]:
     """Rows (listing_id, path, extra columns) of a manifest and its extra column names; `path`
     is relative to the manifest's folder."""
-    try:
-        with csv_path.open(newline="", encoding="utf-8-sig") as stream:
-            reader = csv.DictReader(stream)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            missing = [c for c in REQUIRED_MANIFEST_COLUMNS if c not in columns]
-            if missing:
-                raise ManifestError(
-                    f"{csv_path}: missing column(s) {', '.join(missing)} "
-                    f"(needs at least {','.join(REQUIRED_MANIFEST_COLUMNS)})"
-                )
-            extra_columns = tuple(c for c in columns if c not in REQUIRED_MANIFEST_COLUMNS)
-            rows = []
-            for line, row in enumerate(reader, start=2):
-                row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
-                if not row.get("listing_id") or not row.get("path"):
-                    raise ManifestError(
-                        f"{csv_path}:{line}: 'listing_id' and 'path' must not be empty"
-                    )
-                extra = {c: row.get(c, "") for c in extra_columns}
-                rows.append((row["listing_id"], csv_path.parent / row["path"], extra))
-            return rows, extra_columns
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ManifestError(f"{csv_path}: cannot read manifest ({exc})") from exc
+    columns, table = _read_csv(csv_path, REQUIRED_MANIFEST_COLUMNS, ManifestError, "manifest")
+    extra_columns = tuple(c for c in columns if c not in REQUIRED_MANIFEST_COLUMNS)
+    rows = []
+    for line, row in table:
+        if not row.get("listing_id") or not row.get("path"):
+            raise ManifestError(f"{csv_path}:{line}: 'listing_id' and 'path' must not be empty")
+        extra = {c: row.get(c, "") for c in extra_columns}
+        rows.append((row["listing_id"], csv_path.parent / row["path"], extra))
+    return rows, extra_columns
 
 
 def gather_listings(paths: Sequence[Path], manifests: Sequence[Path] = ()) -> ListingSet:
