@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 
@@ -106,12 +106,3 @@ class SearchConfig:
     faiss_threads: int = 1
     # FAISS index files larger than this are refused rather than deserialised.
     max_index_file_bytes: int = 8 * 1024**3
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The whole configuration: images, detection and search."""
-
-    images: ImageLimits = field(default_factory=ImageLimits)
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)

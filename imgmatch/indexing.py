@@ -14,7 +14,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,20 +166,7 @@ def index_references(
             progress.advance(failed=True)
             continue
         report.fingerprinted += 1
-        entry = entries[str(outcome.path)]
-        pending.append(
-            NewReference(
-                fingerprint=outcome.fingerprint,
-                path=entry.path,
-                sha256=entry.sha256,
-                design=entry.design,
-                brand=entry.brand,
-                metadata=entry.metadata,
-                file_size=entry.file_size,
-                file_mtime_ns=entry.file_mtime_ns,
-                replaces=entry.replaces,
-            )
-        )
+        pending.append(replace(entries[str(outcome.path)], fingerprint=outcome.fingerprint))
         progress.advance()
         if len(pending) >= options.batch_size:
             _commit(catalog, pending, report)
