@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import tempfile
@@ -226,8 +227,8 @@ class Catalog:
         self._loaded_generation = -1
         # True while the in-memory indexes differ from the files on disk.
         self._dirty = False
-        self._designs: dict[int, str] = {}
-        self._designs_generation = -1
+        self._design_codes: NDArray[np.int64] = np.empty(0, dtype=np.int64)
+        self._design_codes_generation = -1
         self.index_source = ""
         self._ensure_indexes()
 
@@ -350,15 +351,24 @@ class Catalog:
             ).fetchone()
             return self._get_locked(row[0]) if row else None
 
-    def designs(self) -> dict[int, str]:
-        """Every reference id's design (cached per database generation; do not modify)."""
+    def design_codes(self) -> NDArray[np.int64]:
+        """A number per design, indexed by reference id (-1: no such reference).
+
+        Two references share a number exactly when they share a design; the numbering holds for
+        one database generation (cached per generation; do not modify the array).
+        """
         generation = self._generation()
         with self._db_lock:
-            if self._designs_generation != generation:
+            if self._design_codes_generation != generation:
                 rows = self._db.execute("SELECT id, design FROM reference").fetchall()
-                self._designs = {int(rid): str(design) for rid, design in rows}
-                self._designs_generation = generation
-            return self._designs
+                size = max((int(rid) for rid, _ in rows), default=-1) + 1
+                codes = np.full(size, -1, dtype=np.int64)
+                numbers: dict[str, int] = {}
+                for rid, design in rows:
+                    codes[int(rid)] = numbers.setdefault(str(design), len(numbers))
+                self._design_codes = codes
+                self._design_codes_generation = generation
+            return self._design_codes
 
     def get(self, reference_id: int) -> Reference:
         """The reference with this id, or `ReferenceNotFoundError`."""
@@ -810,7 +820,7 @@ class Catalog:
         quantizer = faiss.IndexBinaryIVF(top, bits, top_count)
         quantizer.is_trained = True
         quantizer.add(centroids)
-        quantizer.nprobe = config.ivf_quantizer_probes
+        quantizer.nprobe = max(1, math.ceil(config.ivf_quantizer_candidates * top_count / lists))
         index = faiss.IndexBinaryIVF(quantizer, bits, lists)
         index.is_trained = True
         # Each FAISS index points into the one below it; keep the Python wrappers alive with it.

@@ -12,11 +12,12 @@ The score combines both kinds of evidence and only grows with more of either.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from numpy.typing import NDArray
 from imgmatch.catalog import Catalog, DescriptorNeighbours, HashHit, Reference
 from imgmatch.config import DetectorConfig, ImageLimits
 from imgmatch.errors import InvalidImageError, ReferenceNotFoundError
-from imgmatch.features import Verification, clip_box, verify_geometry
+from imgmatch.features import DESCRIPTOR_BYTES, Verification, clip_box, verify_geometry
 from imgmatch.fingerprint import VIEW_MIRRORED, Fingerprint, Fingerprinter
 from imgmatch.hashing import DIHEDRALS
 from imgmatch.images import RGBImage, decode_image
@@ -235,11 +236,8 @@ class Detector:
         with watch.stage("search"):
             candidates = self._hash_candidates(fingerprint)
             if neighbours is None:
-                neighbours = self.catalog.search_descriptors(
-                    fingerprint.features.descriptors, self.config.knn_neighbours
-                )
-            designs = self.catalog.designs()
-            self._vote(neighbours, designs, candidates)
+                neighbours = self.search_descriptors([fingerprint])[0]
+            self._vote(neighbours, self.catalog.design_codes(), candidates)
         with watch.stage("verify"):
             shortlisted = self._shortlist(candidates)
             references = self._still_present(shortlisted)
@@ -282,48 +280,24 @@ class Detector:
 
     # ----------------------------------------------------------------------- ORB path
 
+    def search_descriptors(self, listings: Sequence[Fingerprint]) -> list[DescriptorNeighbours]:
+        """The catalog neighbours of every listing's descriptors, in one FAISS call for all."""
+        descriptor_sets = [listing.features.descriptors for listing in listings]
+        stacked = np.concatenate(descriptor_sets or [np.empty((0, DESCRIPTOR_BYTES), np.uint8)])
+        found = self.catalog.search_descriptors(stacked, self.config.knn_neighbours)
+        bounds = np.cumsum([0, *(len(d) for d in descriptor_sets)])
+        return [_slice_rows(found, a, b) for a, b in itertools.pairwise(bounds.tolist())]
+
     def _vote(
         self,
         neighbours: DescriptorNeighbours,
-        designs: dict[int, str],
+        design_codes: NDArray[np.int64],
         candidates: dict[int, _Candidate],
     ) -> None:
-        """Ratio test against the nearest descriptor of another design; a vote per survivor."""
-        config = self.config
-        distances = neighbours.distances.astype(np.int64)
-        reference_ids = neighbours.reference_ids
-        if distances.size == 0:
-            return
-        valid = reference_ids >= 0
-        # Design of every neighbour as a small integer code, looked up once per reference.
-        known = np.unique(reference_ids[valid])
-        code_of_design: dict[str, int] = {}
-        known_codes = np.array(
-            [
-                code_of_design.setdefault(designs.get(int(r), ""), len(code_of_design))
-                for r in known
-            ],
-            dtype=np.int64,
-        )
-        codes = np.full(reference_ids.shape, -1, dtype=np.int64)
-        codes[valid] = known_codes[np.searchsorted(known, reference_ids[valid])]
-        rows = np.arange(len(distances))
-        other_design = valid & (codes != codes[:, :1])
-        has_rival = other_design.any(axis=1)
-        # Without a rival among the k neighbours, the k-th distance bounds the rival's.
-        rival = np.where(
-            has_rival,
-            distances[rows, other_design.argmax(axis=1)],
-            np.maximum(distances[:, -1], config.max_descriptor_distance_bits + 1),
-        )
-        best = distances[:, 0]
-        passed = np.flatnonzero(
-            valid[:, 0]
-            & (best <= config.max_descriptor_distance_bits)
-            & (best < config.ratio_test * rival)
-        )
+        """A vote for its nearest reference from every descriptor passing the ratio test."""
+        passed, best = _ratio_test(neighbours, design_codes, self.config)
         for query in passed.tolist():
-            reference_id = int(reference_ids[query, 0])
+            reference_id = int(neighbours.reference_ids[query, 0])
             candidate = candidates.get(reference_id)
             if candidate is None:
                 candidate = candidates[reference_id] = _Candidate(reference_id)
@@ -579,3 +553,46 @@ def _share_inside(points: NDArray[np.float32], quad: NDArray[np.float64]) -> flo
     cross = edges[None, :, 0] * relative[:, :, 1] - edges[None, :, 1] * relative[:, :, 0]
     inside = np.all(cross >= 0, axis=1) | np.all(cross <= 0, axis=1)
     return float(inside.mean())
+
+
+def _ratio_test(
+    neighbours: DescriptorNeighbours, design_codes: NDArray[np.int64], config: DetectorConfig
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """(queries whose nearest neighbour passes, every query's nearest distance).
+
+    A query passes when its nearest reference descriptor is close and clearly closer than the
+    nearest one of another design.
+    """
+    distances = neighbours.distances.astype(np.int64)
+    reference_ids = neighbours.reference_ids
+    if distances.size == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    # A neighbour whose reference was removed since the search has no design: invalid.
+    known = (reference_ids >= 0) & (reference_ids < len(design_codes))
+    codes = np.where(known, design_codes[np.where(known, reference_ids, 0)], -1)
+    valid = codes >= 0
+    rows = np.arange(len(distances))
+    other_design = valid & (codes != codes[:, :1])
+    has_rival = other_design.any(axis=1)
+    # Without a rival among the k neighbours, the k-th distance bounds the rival's.
+    rival = np.where(
+        has_rival,
+        distances[rows, other_design.argmax(axis=1)],
+        np.maximum(distances[:, -1], config.max_descriptor_distance_bits + 1),
+    )
+    best = distances[:, 0]
+    passed = np.flatnonzero(
+        valid[:, 0]
+        & (best <= config.max_descriptor_distance_bits)
+        & (best < config.ratio_test * rival)
+    )
+    return passed, best
+
+
+def _slice_rows(neighbours: DescriptorNeighbours, start: int, stop: int) -> DescriptorNeighbours:
+    return DescriptorNeighbours(
+        neighbours.distances[start:stop],
+        neighbours.reference_ids[start:stop],
+        neighbours.views[start:stop],
+        neighbours.keypoints[start:stop],
+    )
