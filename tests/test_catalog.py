@@ -193,14 +193,22 @@ def test_searches_while_adding_never_crash(tmp_path: Path, fingerprints: list[Fi
     errors: list[BaseException] = []
     stop = threading.Event()
 
+    # The seed and 15 adds get ids 1..16 (AUTOINCREMENT): anything else is a torn label.
+    possible_ids = set(range(1, 17))
+    completed = []
+
     def search() -> None:
         try:
             while not stop.is_set():
                 result = catalog.search_descriptors(fingerprints[1].features.descriptors, 3)
-                known = set(catalog.designs())
                 found = {int(r) for r in np.unique(result.reference_ids) if r >= 0}
-                assert found <= known | set(range(1, 200))
+                if not found <= possible_ids:
+                    raise AssertionError(f"ids never assigned: {found - possible_ids}")
+                valid = result.reference_ids >= 0
+                if not ((result.distances[valid] >= 0) & (result.distances[valid] <= 256)).all():
+                    raise AssertionError("a distance outside 0..256 bits")
                 catalog.search_hashes(fingerprints[1].hashes, 10)
+                completed.append(1)
         except BaseException as exc:  # any crash in a thread is the failure under test
             errors.append(exc)
 
@@ -216,6 +224,7 @@ def test_searches_while_adding_never_crash(tmp_path: Path, fingerprints: list[Fi
         thread.join(timeout=30)
     catalog.close()
     assert errors == []
+    assert completed, "no search completed while references were added"
 
 
 def test_another_process_changes_are_seen(tmp_path: Path, fingerprints: list[Fingerprint]) -> None:
