@@ -16,12 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
-from imgmatch.catalog import DescriptorNeighbours
 from imgmatch.detector import CheckResult, Detector
 from imgmatch.errors import ImgmatchError
-from imgmatch.features import DESCRIPTOR_BYTES
 from imgmatch.parallel import FingerprintOutcome, fingerprint_files
 from imgmatch.progress import ProgressReporter, SilentProgress
 from imgmatch.sources import ListingInput, ListingSet, SkippedPath, gather_listings
@@ -123,7 +119,9 @@ def check_listings(
         config=detector.config,
         limits=detector.limits,
         decode_timeout_s=options.decode_timeout_s,
-        in_flight=options.search_batch_listings + 2 * options.workers,
+        # While this process searches and verifies one batch, the workers fingerprint the
+        # next: with only one batch in flight they would sit idle until it is done.
+        in_flight=2 * options.search_batch_listings + 2 * options.workers,
     )
     batch: list[tuple[ListingInput, FingerprintOutcome]] = []
     for item in zip(listings, outcomes, strict=True):
@@ -140,31 +138,22 @@ def _check_batch(
     min_score: float | None,
 ) -> Iterator[ListingResult]:
     prints = [o.fingerprint for _, o in batch if o.fingerprint is not None]
-    counts = [len(fp.features.descriptors) for fp in prints]
-    stacked = (
-        np.concatenate([fp.features.descriptors for fp in prints])
-        if prints
-        else np.empty((0, DESCRIPTOR_BYTES), np.uint8)
-    )
     start = time.perf_counter()
-    neighbours = detector.catalog.search_descriptors(stacked, detector.config.knn_neighbours)
+    found = iter(detector.search_descriptors(prints))
     search_ms = (time.perf_counter() - start) * 1000
-    total = max(sum(counts), 1)
-    at = 0
+    total = max(sum(len(fp.features.descriptors) for fp in prints), 1)
     for listing, outcome in batch:
         label = str(listing.path)
         if outcome.fingerprint is None:
             yield ListingResult(listing, _error_result(label, outcome))
             continue
         count = len(outcome.fingerprint.features.descriptors)
-        part = _rows(neighbours, at, at + count)
-        at += count
         result = detector.check_fingerprint(
             outcome.fingerprint,
             path=label,
             scale=outcome.scale,
             min_score=min_score,
-            neighbours=part,
+            neighbours=next(found),
         )
         # One FAISS call served the whole batch; each listing is charged its share by
         # descriptor count, which is what the search cost scales with.
@@ -176,15 +165,6 @@ def _check_batch(
         }
         width, height = outcome.original_size or (result.width, result.height)
         yield ListingResult(listing, replace(result, timing_ms=timing, width=width, height=height))
-
-
-def _rows(neighbours: DescriptorNeighbours, start: int, stop: int) -> DescriptorNeighbours:
-    return DescriptorNeighbours(
-        neighbours.distances[start:stop],
-        neighbours.reference_ids[start:stop],
-        neighbours.views[start:stop],
-        neighbours.keypoints[start:stop],
-    )
 
 
 def _error_result(label: str, outcome: FingerprintOutcome) -> CheckResult:
