@@ -52,6 +52,17 @@ class BundledReference:
 
 
 @dataclass(frozen=True)
+class Detections:
+    """What the timed checks found: attacked listings flagged as their own design, and
+    unrelated photos flagged as anything."""
+
+    detected: int
+    attacked: int
+    false_flags: int
+    unrelated: int
+
+
+@dataclass(frozen=True)
 class StageLatency:
     """Median milliseconds per stage over every timed check, and the growing/fixed ratio."""
 
@@ -64,6 +75,7 @@ class StageLatency:
     median_ms: dict[str, float]
     median_fixed_ms: float
     median_growing_ms: float
+    detections: Detections
 
     @property
     def ratio(self) -> float:
@@ -113,6 +125,13 @@ def encode_jpeg(image: RGBImage, quality: int = LISTING_JPEG_QUALITY) -> bytes:
 
 def latency_listings(references: Sequence[BundledReference], seed: int) -> list[bytes]:
     """Fourteen attacked references and six unrelated generated photos, as JPEG bytes."""
+    return [listing for listing, _ in labelled_listings(references, seed)]
+
+
+def labelled_listings(
+    references: Sequence[BundledReference], seed: int
+) -> list[tuple[bytes, str | None]]:
+    """The latency listings, each with the design it copies (None: an unrelated photo)."""
     rng = np.random.default_rng(seed)
     backgrounds = [generated_photo(rng) for _ in range(2)]
     others = [ref.image for ref in references[:8]]
@@ -132,29 +151,44 @@ def latency_listings(references: Sequence[BundledReference], seed: int) -> list[
         A.compose(A.mirror, A.paste_onto(backgrounds[1], 0.4)),
         A.compose(A.color_shift(-30, 0.6), A.crop(0.6)),
     ]
-    listings = []
+    listings: list[tuple[bytes, str | None]] = []
     for number, attack in enumerate(attacks):
         reference = references[(number * 7) % len(references)]
-        listings.append(encode_jpeg(A.apply(attack, reference.image, seed + number).image))
-    listings += [encode_jpeg(generated_photo(rng)) for _ in range(6)]
+        image = A.apply(attack, reference.image, seed + number).image
+        listings.append((encode_jpeg(image), reference.design))
+    listings += [(encode_jpeg(generated_photo(rng)), None) for _ in range(6)]
     return listings
 
 
 def time_checks(
-    detector: Detector, listings: Sequence[bytes], repeats: int
-) -> list[dict[str, float]]:
+    detector: Detector, listings: Sequence[tuple[bytes, str | None]], repeats: int
+) -> tuple[list[dict[str, float]], Detections]:
     """Per-check stage timings; one untimed warm-up pass first (first-touch allocations)."""
-    detector.check_source(listings[0], min_score=0)
+    detector.check_source(listings[0][0], min_score=0)
     timings = []
+    detected = false_flags = 0
     for _ in range(repeats):
-        for listing in listings:
+        for listing, design in listings:
             result = detector.check_source(listing, min_score=0)
             timings.append({stage: result.timing_ms.get(stage, 0.0) for stage in STAGES})
-    return timings
+            flagged = {m.design for m in result.matches if m.score >= result.threshold}
+            detected += design in flagged
+            false_flags += design is None and bool(flagged)
+    attacked = sum(design is not None for _, design in listings)
+    return timings, Detections(
+        detected=detected // repeats,
+        attacked=attacked,
+        false_flags=false_flags // repeats,
+        unrelated=len(listings) - attacked,
+    )
 
 
 def summarise(
-    catalog: Catalog, timings: Sequence[dict[str, float]], synthetic: int, build_s: float
+    catalog: Catalog,
+    timings: Sequence[dict[str, float]],
+    detections: Detections,
+    synthetic: int,
+    build_s: float,
 ) -> StageLatency:
     stats = catalog.stats()
     return StageLatency(
@@ -167,6 +201,7 @@ def summarise(
         median_ms={s: float(np.median([t[s] for t in timings])) for s in STAGES},
         median_fixed_ms=float(np.median([sum(t[s] for s in FIXED_STAGES) for t in timings])),
         median_growing_ms=float(np.median([sum(t[s] for s in GROWING_STAGES) for t in timings])),
+        detections=detections,
     )
 
 
@@ -183,7 +218,7 @@ def run(
     """Grow one catalog through `sizes` and time the same listings at each size."""
     config = DetectorConfig()
     references = bundled_references()
-    listings = latency_listings(references, seed)
+    listings = labelled_listings(references, seed)
     rows: list[StageLatency] = []
     with tempfile.TemporaryDirectory(prefix="imgmatch-quick-") as directory:
         catalog = Catalog(Path(directory), config=search)
@@ -197,24 +232,25 @@ def run(
             build_s = time.perf_counter() - start
             if log is not None:
                 print(f"  built {catalog.count()} references in {build_s:.1f} s", file=log)
-            timings = time_checks(detector, listings, repeats)
-            rows.append(summarise(catalog, timings, synthetic, build_s))
+            timings, detections = time_checks(detector, listings, repeats)
+            rows.append(summarise(catalog, timings, detections, synthetic, build_s))
     return rows
 
 
 def format_rows(rows: Sequence[StageLatency]) -> str:
     header = (
         "| references (real + synthetic) | index | decode | features | search | verify "
-        "| (search+verify)/(decode+features) | target < 0.5 |"
+        "| (search+verify)/(decode+features) | target < 0.5 | copies flagged | unrelated flagged |"
     )
-    lines = [header, "|" + "---|" * 8]
+    lines = [header, "|" + "---|" * 10]
     for row in rows:
-        m = row.median_ms
+        m, d = row.median_ms, row.detections
         lines.append(
             f"| {row.references:,} ({row.references - row.synthetic_references} + "
             f"{row.synthetic_references:,}) | {row.descriptor_index}, {row.descriptors:,} desc "
             f"| {m['decode']:.1f} | {m['features']:.1f} | {m['search']:.1f} | {m['verify']:.1f} "
-            f"| {row.ratio:.2f} | {'met' if row.ratio < TARGET_RATIO else 'missed'} |"
+            f"| {row.ratio:.2f} | {'met' if row.ratio < TARGET_RATIO else 'missed'} "
+            f"| {d.detected}/{d.attacked} | {d.false_flags}/{d.unrelated} |"
         )
     return "\n".join(lines)
 
