@@ -93,14 +93,20 @@ class SearchConfig:
     # descriptors against 20,000 take a few ms); beyond, an inverted-file (IVF) index.
     exact_search_max_descriptors: int = 20_000
     # IVF: about this many descriptors per list, at least ivf_min_lists lists.
-    ivf_list_size: int = 256
+    ivf_list_size: int = 128
     ivf_min_lists: int = 64
-    # Scanning a list costs ~30 ns a descriptor in FAISS's binary IVF here (10x its flat scan),
-    # so probes are few: 2 probes x 2 quantizer probes kept 98.5 % of the exact nearest
-    # neighbours within 40 bits on real reference descriptors.
-    ivf_probes: int = 2
-    # Lists are found through a second, small inverted file; probes into that one.
-    ivf_quantizer_probes: int = 2
+    # A query costs the quantizer (below) plus the list it probes. On a 20M-descriptor
+    # catalog, 128-descriptor lists with 1 probe and 1 quantizer probe searched a listing in
+    # 8.5 ms against 19.1 ms for 256-descriptor lists and 2 x 2 probes, and found 32 % against
+    # 47 % of the exact nearest neighbours within 40 bits: votes need some, not all, of the
+    # true matches (`python -m imgmatch.bench.quick` counts the copies still flagged).
+    ivf_probes: int = 1
+    # Lists are found through a second, small inverted file over sqrt(lists) top centroids.
+    # Its probes are as many as compare a descriptor with at least this many list centroids:
+    # one top list at catalog scale, more in a small catalog, whose few top lists would
+    # otherwise assign descriptors to poor lists. Descriptors are assigned with the same probes
+    # as queries, so both share the quantizer's errors.
+    ivf_quantizer_candidates: int = 256
     # Rebuild the IVF index (new centroids, new list count) when the catalog grew this much.
     ivf_retrain_growth: float = 2.0
     faiss_threads: int = 1
