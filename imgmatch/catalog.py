@@ -807,7 +807,10 @@ class Catalog:
         # lists x points x iterations, minutes at catalog scale, and on ORB descriptors gave no
         # better recall than sampled centroids (test_catalog measures recall against exact).
         rng = np.random.default_rng(0)
-        lists = int(np.clip(count // config.ivf_list_size, config.ivf_min_lists, count))
+        # The index serves the catalog until it has grown ivf_retrain_growth times: lists are
+        # sized for the middle of that range, not for today's count.
+        expected = count * (1 + config.ivf_retrain_growth) / 2
+        lists = int(np.clip(expected // config.ivf_list_size, config.ivf_min_lists, count))
         centroids = np.ascontiguousarray(training[np.sort(rng.choice(count, lists, replace=False))])
         # Assigning a descriptor to its list compares it with every centroid; with tens of
         # thousands of lists that dominates both adding and searching. The centroids are

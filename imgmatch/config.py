@@ -92,7 +92,8 @@ class SearchConfig:
     # Up to this many descriptors an exact flat index is fast enough (a listing's 1,000
     # descriptors against 20,000 take a few ms); beyond, an inverted-file (IVF) index.
     exact_search_max_descriptors: int = 20_000
-    # IVF: about this many descriptors per list, at least ivf_min_lists lists.
+    # IVF: about this many descriptors per list (midway to the next retrain), at least
+    # ivf_min_lists lists.
     ivf_list_size: int = 128
     ivf_min_lists: int = 64
     # A query costs the quantizer (below) plus the list it probes. On a 20M-descriptor
