@@ -28,20 +28,39 @@ _THUMBNAIL_SIDE_PX = 128
 
 @dataclass(frozen=True)
 class Hasher:
-    """One perceptual hash: a name and a function from a gray thumbnail to 64 bits."""
+    """One perceptual hash: a name and a function from a gray thumbnail to 64 bits.
+
+    `square_px` is the square size the hash itself shrinks its input to first (imagehash
+    resizes with LANCZOS, as `gray_thumbnail` does); None where it is not square or depends on
+    the input.
+    """
 
     name: str
     compute_bits: Callable[[Image.Image], NDArray[np.bool_]]
+    square_px: int | None = None
 
     def compute(self, thumbnail: Image.Image) -> PackedBits:
         """Hash a gray thumbnail (see `gray_thumbnail`) into 8 packed bytes."""
         return np.packbits(self.compute_bits(thumbnail).reshape(-1))
 
+    def shrink(self, thumbnail: Image.Image) -> Image.Image:
+        """The thumbnail at the size this hash shrinks to, or as it is.
 
+        imagehash resizes an image already at its size by copying it, so the hash of the shrunk
+        thumbnail is the hash of the thumbnail; and the 8 variants of a listing can turn this
+        small image instead of each being shrunk again.
+        """
+        if self.square_px is None:
+            return thumbnail
+        size = (self.square_px, self.square_px)
+        return thumbnail.resize(size, Image.Resampling.LANCZOS)
+
+
+# pHash shrinks to hash_size x highfreq_factor (4, imagehash's default) before its DCT.
 HASHERS: dict[str, Hasher] = {
-    "phash": Hasher("phash", lambda img: imagehash.phash(img, hash_size=8).hash),
+    "phash": Hasher("phash", lambda img: imagehash.phash(img, hash_size=8).hash, 8 * 4),
     "dhash": Hasher("dhash", lambda img: imagehash.dhash(img, hash_size=8).hash),
-    "ahash": Hasher("ahash", lambda img: imagehash.average_hash(img, hash_size=8).hash),
+    "ahash": Hasher("ahash", lambda img: imagehash.average_hash(img, hash_size=8).hash, 8),
     "whash": Hasher("whash", lambda img: imagehash.whash(img, hash_size=8).hash),
 }
 
@@ -83,12 +102,13 @@ def compute_hashes(
     `DIHEDRALS[i].undo` applied.
     """
     thumbnail = gray_thumbnail(image)
-    views = [
-        thumbnail if d.undo is None else thumbnail.transpose(d.undo) for d in DIHEDRALS[:variants]
-    ]
-    return {
-        name: np.stack([HASHERS[name].compute(view) for view in views]) for name in hasher_names
-    }
+    hashes = {}
+    for name in hasher_names:
+        hasher = HASHERS[name]
+        base = hasher.shrink(thumbnail)
+        views = [base if d.undo is None else base.transpose(d.undo) for d in DIHEDRALS[:variants]]
+        hashes[name] = np.stack([hasher.compute(view) for view in views])
+    return hashes
 
 
 def hamming_distance(a: PackedBits, b: PackedBits) -> int:

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgmatch.hashing import DIHEDRALS, HASH_BITS, HASHERS, compute_hashes, hamming_distance
+from imgmatch.hashing import (
+    DIHEDRALS,
+    HASH_BITS,
+    HASHERS,
+    compute_hashes,
+    gray_thumbnail,
+    hamming_distance,
+)
 
 # What a seller did to the official photo, written independently of hashing.DIHEDRALS (numpy
 # rot90 with k=-1 turns clockwise), so the test checks that table's names and undo transposes.
@@ -59,6 +66,21 @@ def test_hashing_is_deterministic(base: np.ndarray) -> None:
     for name in HASHERS:
         assert first[name].shape == (8, 8)
         assert np.array_equal(first[name], second[name])
+
+
+@pytest.mark.parametrize("name", sorted(HASHERS))
+def test_shared_shrink_changes_no_identity_hash_and_barely_a_variant(
+    base: np.ndarray, name: str
+) -> None:
+    """Variants turn the hash-sized image instead of each shrinking the turned thumbnail."""
+    hasher = HASHERS[name]
+    thumbnail = gray_thumbnail(base)
+    shared = compute_hashes(base, (name,), variants=len(DIHEDRALS))[name]
+    assert shared[0].tobytes() == hasher.compute(thumbnail).tobytes()
+    for row, dihedral in zip(shared[1:], DIHEDRALS[1:], strict=True):
+        assert dihedral.undo is not None
+        # Turning before or after the LANCZOS shrink only moves rounding: a bit or two.
+        assert hamming_distance(row, hasher.compute(thumbnail.transpose(dihedral.undo))) <= 2
 
 
 def test_dihedral_table_covers_the_seller_transforms() -> None:
