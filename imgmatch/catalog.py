@@ -814,20 +814,39 @@ class Catalog:
         centroids = np.ascontiguousarray(training[np.sort(rng.choice(count, lists, replace=False))])
         # Assigning a descriptor to its list compares it with every centroid; with tens of
         # thousands of lists that dominates both adding and searching. The centroids are
-        # themselves found through a small inverted file over sqrt(lists) top centroids.
-        top_count = max(config.ivf_min_lists // 4, int(np.sqrt(lists)))
-        top = faiss.IndexBinaryFlat(bits)
-        top.add(
-            np.ascontiguousarray(centroids[np.sort(rng.choice(lists, top_count, replace=False))])
+        # themselves found through small inverted files: one over sqrt(lists) top centroids,
+        # or, for the largest catalogs, two levels over lists^(1/3) and lists^(2/3).
+        deep = lists >= config.ivf_deep_quantizer_lists
+        sizes = (
+            [round(lists ** (1 / 3)), round(lists ** (2 / 3))]
+            if deep
+            else [max(config.ivf_min_lists // 4, int(np.sqrt(lists)))]
         )
-        quantizer = faiss.IndexBinaryIVF(top, bits, top_count)
-        quantizer.is_trained = True
-        quantizer.add(centroids)
-        quantizer.nprobe = max(1, math.ceil(config.ivf_quantizer_candidates * top_count / lists))
+        level_centroids = [centroids]
+        for size in reversed(sizes):
+            above = level_centroids[0]
+            chosen = np.sort(rng.choice(len(above), size, replace=False))
+            level_centroids.insert(0, np.ascontiguousarray(above[chosen]))
+        quantizer: Any = faiss.IndexBinaryFlat(bits)
+        quantizer.add(level_centroids[0])
+        for level, members in enumerate(level_centroids[1:]):
+            cells = len(level_centroids[level])
+            ivf = faiss.IndexBinaryIVF(quantizer, bits, cells)
+            ivf.is_trained = True
+            # Probes are fixed before adding: descriptors and queries then share the
+            # quantizer's errors. The shallow quantizer compares each descriptor with at least
+            # ivf_quantizer_candidates centroids; the deep one probes one cell per level.
+            ivf.nprobe = (
+                1
+                if deep
+                else max(1, math.ceil(config.ivf_quantizer_candidates * cells / len(members)))
+            )
+            # Each FAISS index points into the one below it; keep the Python wrapper alive.
+            ivf.referenced_quantizer = quantizer  # type: ignore[attr-defined]
+            ivf.add(members)
+            quantizer = ivf
         index = faiss.IndexBinaryIVF(quantizer, bits, lists)
         index.is_trained = True
-        # Each FAISS index points into the one below it; keep the Python wrappers alive with it.
-        quantizer.referenced_top = top  # type: ignore[attr-defined]
         index.referenced_quantizer = quantizer  # type: ignore[attr-defined]
         return index
 

@@ -108,6 +108,11 @@ class SearchConfig:
     # otherwise assign descriptors to poor lists. Descriptors are assigned with the same probes
     # as queries, so both share the quantizer's errors.
     ivf_quantizer_candidates: int = 256
+    # From this many lists up (about 6,000 references), the centroids are found through two
+    # small inverted files instead of one, each probed once. On a 20M-descriptor catalog this
+    # searched a listing in 5.8 ms against 9.5 ms, finding 26 % against 32 % of the exact
+    # nearest neighbours within 40 bits.
+    ivf_deep_quantizer_lists: int = 65_536
     # Rebuild the IVF index (new centroids, new list count) when the catalog grew this much.
     ivf_retrain_growth: float = 2.0
     faiss_threads: int = 1

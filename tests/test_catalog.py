@@ -159,14 +159,20 @@ def _strip_ids(snapshot: list[object]) -> list[object]:
     ]
 
 
-def test_ivf_index_agrees_with_exact_search(tmp_path: Path) -> None:
+@pytest.mark.parametrize("deep_quantizer_lists", [65_536, 64], ids=["shallow", "deep"])
+def test_ivf_index_agrees_with_exact_search(tmp_path: Path, deep_quantizer_lists: int) -> None:
     """Above `exact_search_max_descriptors` the catalog switches to IVF; its nearest
-    neighbours must mostly be the exact ones."""
+    neighbours must mostly be the exact ones, with either quantizer depth."""
     fingerprinter = Fingerprinter(DetectorConfig())
     prints = [fingerprinter.reference(textured(100 + seed)) for seed in range(12)]
     queries = [fingerprinter.listing(textured(100 + seed)) for seed in range(3)]
     exact = Catalog(tmp_path / "exact", SearchConfig(exact_search_max_descriptors=10**9))
-    approx = Catalog(tmp_path / "ivf", SearchConfig(exact_search_max_descriptors=1_000))
+    approx = Catalog(
+        tmp_path / "ivf",
+        SearchConfig(
+            exact_search_max_descriptors=1_000, ivf_deep_quantizer_lists=deep_quantizer_lists
+        ),
+    )
     for catalog in (exact, approx):
         catalog.add_many([entry(fp, f"d{i}") for i, fp in enumerate(prints)])
         catalog.rebuild()
@@ -183,8 +189,16 @@ def test_ivf_index_agrees_with_exact_search(tmp_path: Path) -> None:
     print(f"IVF top-1 recall against exact on {total} close queries: {recall:.3f}")
     assert total > 500
     assert recall >= 0.9
-    exact.close()
+    # The quantizer chain (and its probes) survives the index file: same answers after reopening.
+    before = approx.search_descriptors(queries[0].features.descriptors, 3)
     approx.close()
+    reopened = Catalog(tmp_path / "ivf", approx.config, create=False)
+    after = reopened.search_descriptors(queries[0].features.descriptors, 3)
+    assert reopened.verify() == []
+    assert np.array_equal(before.distances, after.distances)
+    assert np.array_equal(before.reference_ids, after.reference_ids)
+    reopened.close()
+    exact.close()
 
 
 def test_searches_while_adding_never_crash(tmp_path: Path, fingerprints: list[Fingerprint]) -> None:
