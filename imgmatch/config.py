@@ -96,11 +96,10 @@ class SearchConfig:
     # ivf_min_lists lists.
     ivf_list_size: int = 128
     ivf_min_lists: int = 64
-    # A query costs the quantizer (below) plus the list it probes. On a 20M-descriptor
-    # catalog, 128-descriptor lists with 1 probe and 1 quantizer probe searched a listing in
-    # 8.5 ms against 19.1 ms for 256-descriptor lists and 2 x 2 probes, and found 32 % against
-    # 47 % of the exact nearest neighbours within 40 bits: votes need some, not all, of the
-    # true matches (`python -m imgmatch.bench.quick` counts the copies still flagged).
+    # A query costs the quantizer (below) plus the list it probes. One probe of short lists
+    # finds fewer of the exact nearest neighbours than more probes of longer ones, at a
+    # fraction of the time: votes need some, not all, of the true matches
+    # (`python -m imgmatch.bench.quick` times the search and counts the copies still flagged).
     ivf_probes: int = 1
     # Lists are found through a second, small inverted file over sqrt(lists) top centroids.
     # Its probes are as many as compare a descriptor with at least this many list centroids:
@@ -109,9 +108,8 @@ class SearchConfig:
     # as queries, so both share the quantizer's errors.
     ivf_quantizer_candidates: int = 256
     # From this many lists up (about 6,000 references), the centroids are found through two
-    # small inverted files instead of one, each probed once. On a 20M-descriptor catalog this
-    # searched a listing in 5.8 ms against 9.5 ms, finding 26 % against 32 % of the exact
-    # nearest neighbours within 40 bits.
+    # small inverted files instead of one, each probed once: with sqrt(lists) top centroids,
+    # finding the list cost as much as scanning it. It finds somewhat fewer exact neighbours.
     ivf_deep_quantizer_lists: int = 65_536
     # Rebuild the IVF index (new centroids, new list count) when the catalog grew this much.
     ivf_retrain_growth: float = 2.0
