@@ -104,8 +104,8 @@ class SearchConfig:
     # Lists are found through a second, small inverted file over sqrt(lists) top centroids.
     # Its probes are as many as compare a descriptor with at least this many list centroids:
     # 10 top lists for the 32 bundled references, 2 at 1,000 references, 1 near 65,536 lists;
-    # a small catalog's few, coarse top lists would otherwise assign descriptors to poor lists. Descriptors are assigned with the same probes
-    # as queries, so both share the quantizer's errors.
+    # a small catalog's few, coarse top lists would otherwise assign descriptors to poor lists.
+    # Descriptors are assigned with the same probes as queries, so both share its errors.
     ivf_quantizer_candidates: int = 256
     # From this many lists up (about 6,000 references), the centroids are found through two
     # small inverted files instead of one, each probed once: with sqrt(lists) top centroids,
