@@ -51,6 +51,10 @@ class DetectorConfig:
     orb_fast_threshold: int = 10
     orb_edge_threshold_px: int = 15
     clahe_clip_limit: float = 2.0
+    # OpenCV's thread pool is process-wide. imgmatch runs images side by side (worker
+    # processes, concurrent requests), so one thread per image: a second thread inside one
+    # image cost more CPU than it saved wall time on 2 cores.
+    opencv_threads: int = 1
     # References are also indexed mirrored, so a mirrored crop or collage is still caught.
     index_mirrored_references: bool = True
 

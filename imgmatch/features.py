@@ -49,6 +49,7 @@ class FeatureExtractor:
 
     def __init__(self, config: DetectorConfig, *, listing: bool = False) -> None:
         self._config = config
+        cv2.setNumThreads(config.opencv_threads)
         # References are studio shots normalised to one size; a listing keeps up to
         # `listing_max_side_px` of its own resolution, because a pasted or collaged copy
         # occupies only part of it.

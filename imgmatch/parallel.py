@@ -140,9 +140,7 @@ def _init_worker(
     global _worker
     # Ctrl-C goes to the whole process group; only the parent decides what to do with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import cv2
-
-    cv2.setNumThreads(1)
+    # The fingerprinter sets OpenCV to DetectorConfig.opencv_threads (one) as it is built.
     _worker = FileFingerprinter(kind, config, limits, decode_timeout_s)
 
 

@@ -290,3 +290,17 @@ def test_check_of_a_hostile_folder_completes_and_reports_each_file(
     for name in ("pipe.jpg", "loop_a.jpg", "loop_b.jpg", "escape.jpg", "truncated.jpg"):
         assert name in stderr
     assert "secret.jpg" not in stdout + stderr
+
+
+def test_fingerprinting_sets_opencv_to_the_configured_threads() -> None:
+    """--workers 1 and the service fingerprint in the calling process: one OpenCV thread per
+    image there too, as in the pool workers, unless configured otherwise."""
+    import cv2
+
+    from imgmatch.config import DetectorConfig
+    from imgmatch.fingerprint import Fingerprinter
+
+    Fingerprinter(DetectorConfig().with_overrides(opencv_threads=2))
+    assert cv2.getNumThreads() == 2
+    Fingerprinter(DetectorConfig())
+    assert cv2.getNumThreads() == 1
