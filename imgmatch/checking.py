@@ -23,8 +23,10 @@ from imgmatch.progress import ProgressReporter, SilentProgress
 from imgmatch.sources import ListingInput, ListingSet, SkippedPath, gather_listings
 
 DEFAULT_DECODE_TIMEOUT_S = 30.0
-# Listings per FAISS call: enough to amortise the call, few enough to stream results promptly.
-DEFAULT_SEARCH_BATCH_LISTINGS = 16
+# Listings per FAISS call. The more descriptors one call holds, the more of them share the lists
+# they probe, which the catalog reads once for all of them (64 searched 10% faster per listing
+# than 16 at 10,000 references); few enough that results still stream every second or two.
+DEFAULT_SEARCH_BATCH_LISTINGS = 64
 
 
 class ResumeError(ImgmatchError):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from imgmatch.bench.samples import generated_photo
-from imgmatch.catalog import Catalog, NewReference, resolve_catalog_dir
+from imgmatch.catalog import Catalog, NewReference, _search_in_list_order, resolve_catalog_dir
 from imgmatch.config import DetectorConfig, SearchConfig
 from imgmatch.errors import CatalogError, ReferenceNotFoundError
 from imgmatch.fingerprint import Fingerprint, Fingerprinter
@@ -189,6 +189,13 @@ def test_ivf_index_agrees_with_exact_search(tmp_path: Path, deep_quantizer_lists
     print(f"IVF top-1 recall against exact on {total} close queries: {recall:.3f}")
     assert total > 500
     assert recall >= 0.9
+    # Queries are scanned in the order of their lists: the answers are FAISS's own, unchanged.
+    stacked = np.concatenate([query.features.descriptors for query in queries])
+    index = approx._descriptor_index
+    plain_distances, plain_labels = index.search(stacked, 5)
+    ordered_distances, ordered_labels = _search_in_list_order(index, stacked, 5)
+    assert np.array_equal(plain_distances, ordered_distances)
+    assert np.array_equal(plain_labels, ordered_labels)
     # The quantizer chain (and its probes) survives the index file: same answers after reopening.
     before = approx.search_descriptors(queries[0].features.descriptors, 3)
     approx.close()
