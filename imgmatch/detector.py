@@ -117,6 +117,35 @@ def error_result(path: str | None, error: InvalidImageError, decode_ms: float) -
     )
 
 
+@dataclass(frozen=True)
+class _Votes:
+    """The votes one reference view drew, in listing-descriptor order: for each, the listing
+    descriptor (query), the reference keypoint it matched, and their distance in bits."""
+
+    queries: NDArray[np.int64]
+    keypoints: NDArray[np.int64]
+    distances: NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def closest_per_keypoint(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(reference keypoints, listing queries): one correspondence per reference keypoint,
+        its closest vote (the first among equals), in the order each keypoint was first voted for.
+        """
+        position = np.arange(len(self.queries))
+        # Grouped by keypoint, closest first, earliest first among equals.
+        order = np.lexsort((position, self.distances, self.keypoints))
+        sorted_keypoints = self.keypoints[order]
+        leads = np.ones(len(order), dtype=bool)
+        leads[1:] = sorted_keypoints[1:] != sorted_keypoints[:-1]
+        chosen = order[leads]
+        # np.unique lists keypoints in the same (ascending) order as `chosen`.
+        _, first_vote = np.unique(self.keypoints, return_index=True)
+        chosen = chosen[np.argsort(first_vote, kind="stable")]
+        return self.keypoints[chosen], self.queries[chosen]
+
+
 @dataclass
 class _Candidate:
     """Evidence gathered for one reference while checking one listing."""
@@ -124,7 +153,8 @@ class _Candidate:
     reference_id: int
     hash_distance: int | None = None
     hash_variant: int | None = None
-    votes: dict[int, list[tuple[int, int, int]]] = field(default_factory=lambda: defaultdict(list))
+    # Per reference view (in the order of their first vote), the votes it drew.
+    votes: dict[int, _Votes] = field(default_factory=dict)
     verification: Verification | None = None
     view: int = 0
     reference_points: NDArray[np.float32] | None = None
@@ -294,16 +324,50 @@ class Detector:
         design_codes: NDArray[np.int64],
         candidates: dict[int, _Candidate],
     ) -> None:
-        """A vote for its nearest reference from every descriptor passing the ratio test."""
+        """A vote for its nearest reference from every descriptor passing the ratio test.
+
+        Only what can matter is kept: the views of the hash candidates, and views with enough
+        votes to shortlist or verify; a synthetic-heavy or large catalog scatters most votes
+        one or two per reference. Candidates are created in the order of their first vote.
+        """
         passed, best = _ratio_test(neighbours, design_codes, self.config)
-        for query in passed.tolist():
-            reference_id = int(neighbours.reference_ids[query, 0])
+        if passed.size == 0:
+            return
+        reference_ids = neighbours.reference_ids[passed, 0]
+        views = neighbours.views[passed, 0]
+        # Group by (reference, view), keeping descriptor order inside a group.
+        order = np.lexsort((passed, views, reference_ids))
+        grouped_refs, grouped_views = reference_ids[order], views[order]
+        changes = (grouped_refs[1:] != grouped_refs[:-1]) | (
+            grouped_views[1:] != grouped_views[:-1]
+        )
+        starts = np.flatnonzero(np.r_[True, changes])
+        stops = np.r_[starts[1:], len(order)]
+        enough = min(self.config.min_votes, self._min_view_votes)
+        kept = [
+            (int(order[start:stop].min()), start, stop)
+            for start, stop in zip(starts.tolist(), stops.tolist(), strict=True)
+            if stop - start >= enough or int(grouped_refs[start]) in candidates
+        ]
+        unique_refs, first_of_reference = np.unique(reference_ids, return_index=True)
+        first_vote = dict(zip(unique_refs.tolist(), first_of_reference.tolist(), strict=True))
+        kept.sort(key=lambda group: (first_vote[int(grouped_refs[group[1]])], group[0]))
+        keypoints = neighbours.keypoints[passed, 0]
+        distances = best[passed]
+        for _, start, stop in kept:
+            members = order[start:stop]
+            reference_id = int(grouped_refs[start])
             candidate = candidates.get(reference_id)
             if candidate is None:
                 candidate = candidates[reference_id] = _Candidate(reference_id)
-            candidate.votes[int(neighbours.views[query, 0])].append(
-                (query, int(neighbours.keypoints[query, 0]), int(best[query]))
+            candidate.votes[int(grouped_views[start])] = _Votes(
+                passed[members], keypoints[members], distances[members]
             )
+
+    @property
+    def _min_view_votes(self) -> int:
+        """Votes a reference view needs before it is worth verifying."""
+        return max(4, self.config.min_inliers // 2)
 
     def _shortlist(self, candidates: dict[int, _Candidate]) -> list[_Candidate]:
         def strength(c: _Candidate) -> tuple[int, int]:
@@ -335,19 +399,14 @@ class Detector:
             | None
         ) = None
         for view, votes in candidate.votes.items():
-            if len(votes) < max(4, self.config.min_inliers // 2):
+            if len(votes) < self._min_view_votes:
                 continue
             # One correspondence per reference keypoint: the closest listing descriptor wins.
-            closest: dict[int, tuple[int, int]] = {}
-            for query, keypoint, distance in votes:
-                if keypoint not in closest or distance < closest[keypoint][1]:
-                    closest[keypoint] = (query, distance)
+            ref_idx, query_idx = votes.closest_per_keypoint()
             try:
                 reference_keypoints = self.catalog.keypoints(candidate.reference_id, view)
             except ReferenceNotFoundError:
                 return
-            ref_idx = np.fromiter(closest.keys(), dtype=np.int64)
-            query_idx = np.array([q for q, _ in closest.values()], dtype=np.int64)
             reference_points = reference_keypoints[ref_idx, :2]
             listing_points = listing.features.keypoints[query_idx, :2]
             verification = verify_geometry(

@@ -231,3 +231,28 @@ def test_re_posed_look_alike_designs_are_not_flagged(detector: Detector) -> None
     listings = [p for p in shared_images("jewelry-renders", "hard_negative") if p.stem[-1] != "0"]
     flagged = [p.name for p in listings if detector.check_source(p).flagged]
     assert flagged == []
+
+
+def test_closest_vote_per_keypoint_follows_its_definition() -> None:
+    """One correspondence per reference keypoint: its closest vote, the first among equals, in
+    the order keypoints were first voted for (RANSAC's result depends on that order)."""
+    from imgmatch.detector import _Votes
+
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        count = int(rng.integers(1, 60))
+        # Few keypoints and distances: many repeated keypoints and many ties.
+        votes = _Votes(
+            np.sort(rng.choice(500, count, replace=False)),
+            rng.integers(0, 12, count),
+            rng.integers(0, 6, count),
+        )
+        expected: dict[int, tuple[int, int]] = {}
+        for query, keypoint, distance in zip(
+            votes.queries.tolist(), votes.keypoints.tolist(), votes.distances.tolist(), strict=True
+        ):
+            if keypoint not in expected or distance < expected[keypoint][1]:
+                expected[keypoint] = (query, distance)
+        keypoints, queries = votes.closest_per_keypoint()
+        assert keypoints.tolist() == list(expected)
+        assert queries.tolist() == [query for query, _ in expected.values()]
