@@ -891,7 +891,13 @@ def _search_in_list_order(index: Any, queries: NDArray[np.uint8], k: int) -> tup
     memory once for all the queries that probe it, not once per query. The results are those of
     `index.search`; only the order of work changes.
     """
-    if not isinstance(index, faiss.IndexBinaryIVF) or len(queries) < 2:
+    # FAISS probes min(nprobe, nlist) lists but expects an assignment nprobe wide; with more
+    # probes than lists, only its own search keeps the two consistent.
+    if (
+        not isinstance(index, faiss.IndexBinaryIVF)
+        or len(queries) < 2
+        or index.nprobe > index.nlist
+    ):
         return index.search(queries, k)
     coarse_distances, lists = index.quantizer.search(queries, index.nprobe)
     order = np.argsort(lists[:, 0], kind="stable")

@@ -192,10 +192,13 @@ def test_ivf_index_agrees_with_exact_search(tmp_path: Path, deep_quantizer_lists
     # Queries are scanned in the order of their lists: the answers are FAISS's own, unchanged.
     stacked = np.concatenate([query.features.descriptors for query in queries])
     index = approx._descriptor_index
-    plain_distances, plain_labels = index.search(stacked, 5)
-    ordered_distances, ordered_labels = _search_in_list_order(index, stacked, 5)
-    assert np.array_equal(plain_distances, ordered_distances)
-    assert np.array_equal(plain_labels, ordered_labels)
+    for probes in (1, 3, index.nlist + 5):
+        index.nprobe = probes
+        plain_distances, plain_labels = index.search(stacked, 5)
+        ordered_distances, ordered_labels = _search_in_list_order(index, stacked, 5)
+        assert np.array_equal(plain_distances, ordered_distances), probes
+        assert np.array_equal(plain_labels, ordered_labels), probes
+    index.nprobe = approx.config.ivf_probes
     # The quantizer chain (and its probes) survives the index file: same answers after reopening.
     before = approx.search_descriptors(queries[0].features.descriptors, 3)
     approx.close()
