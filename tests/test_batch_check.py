@@ -300,7 +300,9 @@ def test_fingerprinting_sets_opencv_to_the_configured_threads() -> None:
     from imgmatch.config import DetectorConfig
     from imgmatch.fingerprint import Fingerprinter
 
-    Fingerprinter(DetectorConfig().with_overrides(opencv_threads=2))
-    assert cv2.getNumThreads() == 2
-    Fingerprinter(DetectorConfig())
+    try:
+        Fingerprinter(DetectorConfig().with_overrides(opencv_threads=2))
+        assert cv2.getNumThreads() == 2
+    finally:
+        Fingerprinter(DetectorConfig())
     assert cv2.getNumThreads() == 1
