@@ -36,7 +36,13 @@ from imgmatch.bench.quick import add_real_references, bundled_references, encode
 from imgmatch.bench.samples import generated_photo
 from imgmatch.bench.synthetic import SyntheticFactory, SyntheticSpec, grow_catalog
 from imgmatch.catalog import Catalog
-from imgmatch.checking import CheckOptions, CheckSummary, ListingResult, run_check
+from imgmatch.checking import (
+    DEFAULT_SEARCH_BATCH_LISTINGS,
+    CheckOptions,
+    CheckSummary,
+    ListingResult,
+    run_check,
+)
 from imgmatch.config import DetectorConfig, ImageLimits, SearchConfig
 from imgmatch.detector import Detector
 from imgmatch.features import FeatureExtractor
@@ -48,8 +54,9 @@ from imgmatch.parallel import default_workers
 TARGET_SCALING = 1.7
 TARGET_COST_OVER_FLOOR = 1.3
 TARGET_REINDEX_SPEEDUP = 20.0
-# The floor and the 1-worker check alternate over chunks of this many listings.
-FLOOR_CHUNK_LISTINGS = 100
+# The floor and the 1-worker check alternate over chunks of this many listings: whole search
+# batches, so the 1-worker run searches batches as full as an uninterrupted run would.
+FLOOR_CHUNK_LISTINGS = 2 * DEFAULT_SEARCH_BATCH_LISTINGS
 
 
 @dataclass(frozen=True)
@@ -188,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=default_workers(), help="'all' workers")
     parser.add_argument("--rounds", type=int, default=2, help="floor/1-worker/all-workers rounds")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.listings < 1:
+        parser.error("--rounds and --listings must be at least 1")
     config, search, spec = DetectorConfig(), SearchConfig(), SyntheticSpec()
     facts = conditions(args.seed, detector=config, search=search, synthetic=spec)
     print("imgmatch batch throughput benchmark")
