@@ -887,8 +887,8 @@ def _search_in_list_order(index: Any, queries: NDArray[np.uint8], k: int) -> tup
     they probe.
 
     The lists are scattered over an index far larger than the CPU caches, and a batch's
-    descriptors crowd into the same (long) lists: taken in list order, a list is read from
-    memory once for all the queries that probe it, not once per query. The results are those of
+    descriptors crowd into the same (long) lists: taken in list order, the queries probing one
+    list follow each other and find it still in cache. The results are those of
     `index.search`; only the order of work changes.
     """
     # FAISS probes min(nprobe, nlist) lists but expects an assignment nprobe wide; with more

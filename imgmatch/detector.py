@@ -344,8 +344,9 @@ class Detector:
         starts = np.flatnonzero(np.r_[True, changes])
         stops = np.r_[starts[1:], len(order)]
         enough = min(self.config.min_votes, self._min_view_votes)
+        # A group's first member is its first vote (descriptor order is the last sort key).
         kept = [
-            (int(order[start:stop].min()), start, stop)
+            (int(order[start]), start, stop)
             for start, stop in zip(starts.tolist(), stops.tolist(), strict=True)
             if stop - start >= enough or int(grouped_refs[start]) in candidates
         ]
