@@ -41,7 +41,7 @@ from imgmatch.locking import ReadWriteLock
 CATALOG_ENV = "IMGMATCH_CATALOG"
 DEFAULT_CATALOG_DIR = Path("imgmatch-data")
 DATABASE_NAME = "catalog.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _KEYPOINT_BITS = 16
 _VIEW_BITS = 4
@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS reference (
     height INTEGER NOT NULL,
     file_size INTEGER,
     file_mtime_ns INTEGER,
-    added_at TEXT NOT NULL
+    added_at TEXT NOT NULL,
+    fingerprint_signature TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS reference_design ON reference (design);
 CREATE INDEX IF NOT EXISTS reference_brand ON reference (brand);
@@ -98,6 +99,9 @@ class Reference:
     added_at: str = ""
     file_size: int | None = None
     file_mtime_ns: int | None = None
+    # How its fingerprint was computed (`fingerprint_signature`); "" where unknown (stored by
+    # an imgmatch from before signatures).
+    fingerprint_signature: str = ""
 
 
 @dataclass(frozen=True)
@@ -375,6 +379,14 @@ class Catalog:
         with self._db_lock:
             return self._get_locked(reference_id)
 
+    def count_fingerprinted_otherwise(self, signature: str) -> int:
+        """How many references were fingerprinted with another signature (or an unknown one)."""
+        with self._db_lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM reference WHERE fingerprint_signature != ?", (signature,)
+            ).fetchone()
+            return int(row[0])
+
     def find_by_sha256(self, sha256: str) -> Reference | None:
         with self._db_lock:
             row = self._db.execute(
@@ -519,6 +531,17 @@ class Catalog:
                 self._set_meta("schema_version", str(SCHEMA_VERSION))
                 if self._meta("generation") is None:
                     self._set_meta("generation", "0")
+        elif int(version) == 1:
+            with self._db_lock, self._transaction():
+                # Another process may have migrated it since the version was read.
+                if self._meta("schema_version") == "1":
+                    # Version 1 stored no fingerprint signature: its references are marked
+                    # unknown (''), so the next `imgmatch index` fingerprints them again.
+                    self._db.execute(
+                        "ALTER TABLE reference "
+                        "ADD COLUMN fingerprint_signature TEXT NOT NULL DEFAULT ''"
+                    )
+                    self._set_meta("schema_version", str(SCHEMA_VERSION))
         elif int(version) != SCHEMA_VERSION:
             raise CatalogError(
                 f"{self.directory}: catalog schema {version}, this imgmatch reads {SCHEMA_VERSION}"
@@ -590,7 +613,8 @@ class Catalog:
     def _insert(self, entry: NewReference, fingerprint: Fingerprint) -> int:
         cursor = self._db.execute(
             "INSERT INTO reference (path, sha256, design, brand, metadata, width, height, "
-            "file_size, file_mtime_ns, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "file_size, file_mtime_ns, added_at, fingerprint_signature) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 entry.path,
                 entry.sha256,
@@ -602,6 +626,7 @@ class Catalog:
                 entry.file_size,
                 entry.file_mtime_ns,
                 datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                fingerprint.signature,
             ),
         )
         reference_id = int(cursor.lastrowid or 0)
@@ -636,7 +661,7 @@ class Catalog:
 
     @staticmethod
     def _row_to_reference(row: Sequence[Any]) -> Reference:
-        (rid, path, sha, design, brand, metadata, width, height, size, mtime, added) = row
+        (rid, path, sha, design, brand, metadata, width, height, size, mtime, added, sig) = row
         return Reference(
             reference_id=int(rid),
             path=str(path),
@@ -649,6 +674,7 @@ class Catalog:
             added_at=str(added),
             file_size=size,
             file_mtime_ns=mtime,
+            fingerprint_signature=str(sig),
         )
 
     def _expected_descriptor_count(self) -> int:

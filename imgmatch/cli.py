@@ -159,9 +159,15 @@ def check(
         raise typer.Exit(EXIT_USAGE)
     options = CheckOptions(workers or default_workers(), min_score, decode_timeout_s=decode_timeout)
     with _open_catalog(catalog, create=False) as store:
+        detector = Detector(store)
+        if stale := detector.stale_references():
+            err.print(
+                f"[yellow]warning:[/yellow] {stale} references were fingerprinted by another "
+                "imgmatch version or with other settings; run `imgmatch index` on their folders"
+            )
         try:
             summary = run_check(
-                Detector(store),
+                detector,
                 paths or [],
                 open_sink(output_format.value, out, append=resume),
                 manifests=manifest or [],

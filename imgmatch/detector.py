@@ -30,7 +30,12 @@ from imgmatch.catalog import Catalog, DescriptorNeighbours, HashHit, Reference
 from imgmatch.config import DetectorConfig, ImageLimits
 from imgmatch.errors import InvalidImageError, ReferenceNotFoundError
 from imgmatch.features import DESCRIPTOR_BYTES, Verification, clip_box, verify_geometry
-from imgmatch.fingerprint import VIEW_MIRRORED, Fingerprint, Fingerprinter
+from imgmatch.fingerprint import (
+    VIEW_MIRRORED,
+    Fingerprint,
+    Fingerprinter,
+    fingerprint_signature,
+)
 from imgmatch.hashing import DIHEDRALS
 from imgmatch.images import RGBImage, decode_image
 
@@ -198,6 +203,12 @@ class Detector:
             fingerprinter = Fingerprinter(self.config)
             self._local.fingerprinter = fingerprinter
         return fingerprinter
+
+    def stale_references(self) -> int:
+        """References fingerprinted by another imgmatch version or with other settings: their
+        fingerprints do not compare with this detector's listings until `imgmatch index`
+        fingerprints their files again."""
+        return self.catalog.count_fingerprinted_otherwise(fingerprint_signature(self.config))
 
     @property
     def threshold(self) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from imgmatch.config import DetectorConfig
@@ -13,6 +15,34 @@ from imgmatch.images import RGBImage
 VIEW_ORIGINAL = 0
 VIEW_MIRRORED = 1
 
+# Bump when the same image and settings give another fingerprint (a new hash thumbnail, another
+# feature normalisation): references stored before are then fingerprinted again by the next
+# `imgmatch index`, instead of being compared with listings computed another way.
+FINGERPRINT_VERSION = 2
+# The settings that change what is stored for a reference (listing-only settings do not).
+_REFERENCE_SETTINGS = (
+    "hashers",
+    "feature_side_px",
+    "orb_features",
+    "orb_oversampling",
+    "orb_grid_cells",
+    "orb_grid_share",
+    "orb_scale_factor",
+    "orb_levels",
+    "orb_fast_threshold",
+    "orb_edge_threshold_px",
+    "clahe_clip_limit",
+    "index_mirrored_references",
+)
+
+
+def fingerprint_signature(config: DetectorConfig) -> str:
+    """Names how reference fingerprints are computed: the version and the settings that shape
+    them. Two fingerprints compare only when their signatures are equal."""
+    settings = {name: getattr(config, name) for name in _REFERENCE_SETTINGS}
+    text = json.dumps(settings, sort_keys=True, default=list)
+    return f"v{FINGERPRINT_VERSION}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
 
 @dataclass(frozen=True)
 class Fingerprint:
@@ -20,13 +50,15 @@ class Fingerprint:
 
     `hashes[name]` is a (variants, 8) uint8 array: one row for a reference, the 8 dihedral
     variants for a listing. `views[0]` holds the features of the image as given; a reference may
-    also hold `views[1]`, the features of its mirror image.
+    also hold `views[1]`, the features of its mirror image. `signature` is the
+    `fingerprint_signature` of the settings it was computed with ("" where unknown).
     """
 
     width: int
     height: int
     hashes: dict[str, PackedBits]
     views: tuple[FeatureSet, ...]
+    signature: str = ""
 
     @property
     def features(self) -> FeatureSet:
@@ -38,6 +70,7 @@ class Fingerprinter:
 
     def __init__(self, config: DetectorConfig) -> None:
         self.config = config
+        self.signature = fingerprint_signature(config)
         self._extractor = FeatureExtractor(config)
         self._listing_extractor = FeatureExtractor(config, listing=True)
 
@@ -51,6 +84,7 @@ class Fingerprinter:
             height=int(image.shape[0]),
             hashes=compute_hashes(image, self.config.hashers, variants=1),
             views=tuple(views),
+            signature=self.signature,
         )
 
     def listing_hashes(self, image: RGBImage) -> dict[str, PackedBits]:
@@ -64,4 +98,5 @@ class Fingerprinter:
             height=int(image.shape[0]),
             hashes=self.listing_hashes(image),
             views=(self._listing_extractor.extract(image),),
+            signature=self.signature,
         )

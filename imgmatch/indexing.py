@@ -20,6 +20,7 @@ from typing import Any
 
 from imgmatch.catalog import Catalog, NewReference, Reference, sha256_file
 from imgmatch.config import DetectorConfig, ImageLimits
+from imgmatch.fingerprint import fingerprint_signature
 from imgmatch.parallel import fingerprint_files
 from imgmatch.progress import ProgressReporter, SilentProgress
 from imgmatch.sources import (
@@ -54,6 +55,9 @@ class IndexReport:
     unchanged: int = 0
     pruned: int = 0
     fingerprinted: int = 0
+    # Of those fingerprinted, files already stored but fingerprinted by another imgmatch version
+    # or with other settings (see `fingerprint_signature`).
+    refingerprinted: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
     failure_types: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     skipped: list[SkippedPath] = field(default_factory=list)
@@ -79,6 +83,7 @@ class IndexReport:
             "refreshed": self.refreshed,
             "unchanged": self.unchanged,
             "fingerprinted": self.fingerprinted,
+            "refingerprinted": self.refingerprinted,
             "pruned": self.pruned,
             "failed": len(self.failed),
             "skipped": len(self.skipped),
@@ -96,6 +101,8 @@ class _Planned:
 
     entry: NewReference
     needs_fingerprint: bool
+    # Already stored, but fingerprinted with another signature.
+    stale: bool = False
 
 
 def index_references(
@@ -129,9 +136,10 @@ def index_references(
     progress.start(len(discovery.files))
     planned: list[_Planned] = []
     run_paths = {str(p) for p in discovery.files}
+    signature = fingerprint_signature(config)
     for path in discovery.files:
         try:
-            plan = _plan(catalog, path, metadata, run_paths)
+            plan = _plan(catalog, path, metadata, run_paths, signature)
         except OSError as exc:
             _fail(report, path, f"{path}: cannot read ({exc.strerror or exc})", "unreadable file")
             progress.advance(failed=True)
@@ -151,6 +159,7 @@ def index_references(
         for _ in batch:
             progress.advance()
     entries = {p.entry.path: p.entry for p in planned if p.needs_fingerprint}
+    report.refingerprinted = sum(1 for p in planned if p.needs_fingerprint and p.stale)
     outcomes = fingerprint_files(
         [Path(path) for path in entries],
         "reference",
@@ -199,6 +208,7 @@ def _plan(
     path: Path,
     metadata: dict[Path, ReferenceMetadata],
     run_paths: set[str],
+    signature: str,
 ) -> _Planned | None:
     info = path.stat()
     meta = metadata.get(path.resolve()) or ReferenceMetadata(path.stem, "", {})
@@ -208,6 +218,7 @@ def _plan(
         and known.file_size == info.st_size
         and known.file_mtime_ns == info.st_mtime_ns
         and (known.design, known.brand, known.metadata) == (meta.design, meta.brand, meta.extra)
+        and known.fingerprint_signature == signature
     ):
         return None
     sha256 = sha256_file(path)
@@ -217,6 +228,14 @@ def _plan(
         # the two would take it from each other on every run.
         return None
     replaces = known.reference_id if known is not None and known.sha256 != sha256 else None
+    # The same bytes, fingerprinted another way: fingerprint them again in place of the old
+    # entry. (Where this path also held other bytes, that entry goes first and the stale one
+    # is refreshed; the next run, finding it under this path, fingerprints it again.)
+    stale = stored is not None and stored.fingerprint_signature != signature
+    if stale and stored is not None and replaces is None:
+        replaces = stored.reference_id
+    else:
+        stale = False
     entry = NewReference(
         fingerprint=None,
         path=str(path),
@@ -228,7 +247,7 @@ def _plan(
         file_mtime_ns=info.st_mtime_ns,
         replaces=replaces,
     )
-    return _Planned(entry, needs_fingerprint=stored is None)
+    return _Planned(entry, needs_fingerprint=stored is None or stale, stale=stale)
 
 
 def _dedupe_within_run(planned: list[_Planned]) -> int:

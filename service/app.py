@@ -221,7 +221,11 @@ def _add_api_routes(app: FastAPI) -> None:
         """Readiness: 200 once the catalog is loaded, 503 (with the reason) before or on failure."""
         if not state.ready:
             return JSONResponse({"detail": state.status}, status_code=503)
-        return Readiness(status="ready", references=state.catalog.count())
+        return Readiness(
+            status="ready",
+            references=state.catalog.count(),
+            stale_references=state.detector.stale_references(),
+        )
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     def metrics(state: State) -> PlainTextResponse:

@@ -99,3 +99,5 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: str
     references: int | None = None
+    # References fingerprinted by another imgmatch version or with other settings: re-index them.
+    stale_references: int | None = None

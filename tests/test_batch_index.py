@@ -236,3 +236,63 @@ def test_a_decode_over_the_time_limit_is_a_per_file_error(photos: Path) -> None:
     outcome = fingerprinter(photos / "ref_0.jpg")
     assert outcome.fingerprint is None
     assert outcome.error_type == DecodeTimeoutError.reason
+
+
+def test_files_fingerprinted_otherwise_are_fingerprinted_again_once(
+    photos: Path, tmp_path: Path
+) -> None:
+    """A change of fingerprint settings (or of how imgmatch computes fingerprints) makes the
+    stored fingerprints incomparable: the next index run fingerprints unchanged files again,
+    in place of the old entries, and only that once."""
+    from imgmatch.detector import Detector
+    from imgmatch.indexing import index_references
+
+    other = DetectorConfig().with_overrides(orb_features=300)
+    with Catalog(tmp_path / "cat") as store:
+        first = index_references(store, [photos], config=other)
+        assert (first.fingerprinted, first.refingerprinted) == (5, 0)
+        few_descriptors = store.stats().descriptors
+        assert few_descriptors <= 5 * 2 * 300
+        assert Detector(store).stale_references() == 5
+        again = index_references(store, [photos])
+        assert (again.fingerprinted, again.refingerprinted, again.unchanged) == (5, 5, 0)
+        assert len(store.references()) == 5
+        assert store.stats().descriptors > few_descriptors
+        assert Detector(store).stale_references() == 0
+        third = index_references(store, [photos])
+        assert (third.fingerprinted, third.unchanged) == (0, 5)
+
+
+def test_a_schema_1_catalog_is_migrated_warned_about_and_refreshed(
+    photos: Path, tmp_path: Path
+) -> None:
+    """Catalogs written before fingerprint signatures open as they are; `check` warns that their
+    references are of unknown make until `index` has fingerprinted them again."""
+    catalog, summary = tmp_path / "cat", tmp_path / "summary.json"
+    assert run("index", photos, "--catalog", catalog, "--workers", "1", "--quiet")[0] == 0
+    # Turn it into what schema 1 wrote: no signature column.
+    db = sqlite3.connect(catalog / DATABASE_NAME)
+    with db:
+        db.execute("ALTER TABLE reference DROP COLUMN fingerprint_signature")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    db.close()
+    listing = photos / "ref_0.jpg"
+    _, _, stderr = run("check", listing, "--catalog", catalog, "--quiet")
+    assert "5 references were fingerprinted by another imgmatch version" in stderr
+    code, _, _ = run(
+        "index",
+        photos,
+        "--catalog",
+        catalog,
+        "--workers",
+        "1",
+        "--quiet",
+        "--summary-json",
+        summary,
+    )
+    assert code == 0
+    assert summary_of(summary)["refingerprinted"] == 5
+    _, stdout, stderr = run("check", listing, "--catalog", catalog, "--quiet", "--format", "jsonl")
+    assert "fingerprinted by another" not in stderr
+    result = json.loads(stdout.splitlines()[0])
+    assert result["flagged"] and result["matches"][0]["design"] == "ref_0"

@@ -89,7 +89,7 @@ class SyntheticFactory:
             name: np.bitwise_xor(codes, self._hash_masks[rng.integers(len(self._hash_masks))])
             for name, codes in base.hashes.items()
         }
-        return Fingerprint(base.width, base.height, hashes, tuple(views))
+        return Fingerprint(base.width, base.height, hashes, tuple(views), base.signature)
 
     def references(self, start: int, count: int) -> Iterator[NewReference]:
         """`count` synthetic catalog entries numbered from `start`."""

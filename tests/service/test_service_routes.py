@@ -31,7 +31,7 @@ def test_healthz_and_readyz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "references": len(INDEXED)}
+    assert ready.json() == {"status": "ready", "references": len(INDEXED), "stale_references": 0}
 
 
 def test_readyz_is_503_with_the_reason_when_the_catalog_cannot_load(
