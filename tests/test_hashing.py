@@ -32,9 +32,13 @@ SELLER_TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 # Golden codes of make_photo(42), packed MSB-first, as hex. A change here means every
-# stored catalog's hashes changed too: the catalog would need re-indexing.
+# stored catalog's hashes changed too: bump fingerprint.FINGERPRINT_VERSION, so that the next
+# `imgmatch index` fingerprints stored references again.
 GOLDEN_PHASH = "b21acfc9c9461c2f"
 GOLDEN_DHASH = "890d2d8c9696cd0c"
+# The same picture drawn at 800x600, which the thumbnail box-reduces (3 x 2) before LANCZOS.
+GOLDEN_LARGE_PHASH = "b21acfcdc1461c2f"
+GOLDEN_LARGE_DHASH = "890d2d8d9696cd0c"
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +62,14 @@ def test_golden_phash_and_dhash(base_hashes: dict[str, np.ndarray]) -> None:
     assert base_hashes["phash"].dtype == np.uint8
     assert base_hashes["phash"][0].tobytes().hex() == GOLDEN_PHASH
     assert base_hashes["dhash"][0].tobytes().hex() == GOLDEN_DHASH
+
+
+def test_golden_hashes_of_a_photo_the_thumbnail_box_reduces(
+    make_photo: Callable[..., np.ndarray],
+) -> None:
+    hashes = compute_hashes(make_photo(42, (800, 600)), ("phash", "dhash"))
+    assert hashes["phash"][0].tobytes().hex() == GOLDEN_LARGE_PHASH
+    assert hashes["dhash"][0].tobytes().hex() == GOLDEN_LARGE_DHASH
 
 
 def test_hashing_is_deterministic(base: np.ndarray) -> None:
