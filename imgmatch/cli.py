@@ -116,9 +116,10 @@ def index(
             raise typer.Exit(EXIT_USAGE) from exc
     for path, reason in report.failed:
         err.print(f"[yellow]failed:[/yellow] {path}: {reason}", highlight=False)
+    again = f" ({report.refingerprinted} fingerprinted again)" if report.refingerprinted else ""
     err.print(
-        f"indexed {report.added} new, {report.refreshed} refreshed, {report.unchanged} unchanged, "
-        f"{len(report.failed)} failed into {store.directory}",
+        f"indexed {report.added} new{again}, {report.refreshed} refreshed, "
+        f"{report.unchanged} unchanged, {len(report.failed)} failed into {store.directory}",
         highlight=False,
     )
     _finish(report.to_dict(), summary_json)
