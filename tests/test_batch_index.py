@@ -279,18 +279,11 @@ def test_a_schema_1_catalog_is_migrated_warned_about_and_refreshed(
     listing = photos / "ref_0.jpg"
     _, _, stderr = run("check", listing, "--catalog", catalog, "--quiet")
     assert "5 references were fingerprinted by another imgmatch version" in stderr
-    code, _, _ = run(
-        "index",
-        photos,
-        "--catalog",
-        catalog,
-        "--workers",
-        "1",
-        "--quiet",
-        "--summary-json",
-        summary,
+    code, _, stderr = run(
+        "index", photos, "--catalog", catalog, "--quiet", "--summary-json", summary
     )
     assert code == 0
+    assert "indexed 5 new (5 fingerprinted again), 0 refreshed, 0 unchanged" in stderr
     assert summary_of(summary)["refingerprinted"] == 5
     _, stdout, stderr = run("check", listing, "--catalog", catalog, "--quiet", "--format", "jsonl")
     assert "fingerprinted by another" not in stderr
