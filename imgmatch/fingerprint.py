@@ -18,7 +18,7 @@ VIEW_MIRRORED = 1
 # Bump when the same image and settings give another fingerprint (a new hash thumbnail, another
 # feature normalisation): references stored before are then fingerprinted again by the next
 # `imgmatch index`, instead of being compared with listings computed another way.
-FINGERPRINT_VERSION = 3
+FINGERPRINT_VERSION = 4
 # The settings that change what is stored for a reference (listing-only settings do not).
 _REFERENCE_SETTINGS = (
     "hashers",

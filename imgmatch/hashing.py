@@ -152,17 +152,17 @@ DIHEDRALS: tuple[Dihedral, ...] = (
 
 def gray_thumbnail(image: RGBImage) -> Image.Image:
     """Shrink an RGB image to the square gray thumbnail every hasher starts from."""
-    gray = Image.fromarray(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
-    # Box-average by whole factors first, to no less than twice the thumbnail, and let LANCZOS
-    # take only the last step: the same anti-aliasing at a fraction of the cost of one LANCZOS
-    # pass over the whole image (whose kernel spans the whole shrink factor).
-    factors = (
-        max(1, gray.width // (2 * _THUMBNAIL_SIDE_PX)),
-        max(1, gray.height // (2 * _THUMBNAIL_SIDE_PX)),
-    )
-    if factors != (1, 1):
-        gray = gray.reduce(factors)
-    return gray.resize((_THUMBNAIL_SIDE_PX, _THUMBNAIL_SIDE_PX), Image.Resampling.LANCZOS)
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    height, width = gray.shape
+    # Area-average down to twice the thumbnail first, and let LANCZOS take only the last step:
+    # one LANCZOS pass over the whole photo (its kernel spans the whole shrink factor) cost
+    # twice as much. Area averaging is mirror-symmetric, so a mirrored or flipped copy still
+    # hashes exactly like the original (a box reduce by whole factors was not: 1-4 bits).
+    size = (min(width, 2 * _THUMBNAIL_SIDE_PX), min(height, 2 * _THUMBNAIL_SIDE_PX))
+    if size != (width, height):
+        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    side = (_THUMBNAIL_SIDE_PX, _THUMBNAIL_SIDE_PX)
+    return Image.fromarray(gray).resize(side, Image.Resampling.LANCZOS)
 
 
 def compute_hashes(

@@ -36,7 +36,8 @@ SELLER_TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 # `imgmatch index` fingerprints stored references again.
 GOLDEN_PHASH = "b21acfc9c9461c2f"
 GOLDEN_DHASH = "890d2d8c9696cd0c"
-# The same picture drawn at 800x600, which the thumbnail box-reduces (3 x 2) before LANCZOS.
+# The same picture drawn at 800x600 (area-averaged to 256 px before the LANCZOS step, as the
+# 480x360 one is too).
 GOLDEN_LARGE_PHASH = "b21acfcdc1461c2f"
 GOLDEN_LARGE_DHASH = "890d2d8d9696cd0c"
 
@@ -64,7 +65,7 @@ def test_golden_phash_and_dhash(base_hashes: dict[str, np.ndarray]) -> None:
     assert base_hashes["dhash"][0].tobytes().hex() == GOLDEN_DHASH
 
 
-def test_golden_hashes_of_a_photo_the_thumbnail_box_reduces(
+def test_golden_hashes_of_a_larger_rendering(
     make_photo: Callable[..., np.ndarray],
 ) -> None:
     hashes = compute_hashes(make_photo(42, (800, 600)), ("phash", "dhash"))
@@ -114,6 +115,23 @@ def test_each_variant_undoes_the_transform_it_is_named_after(
         assert distances[index] <= 2, (name, distances)
         # ...and only that variant: the table must not alias two transforms.
         assert min(d for i, d in enumerate(distances) if i != index) > 10, (name, distances)
+
+
+@pytest.mark.parametrize("size", [(1000, 1000), (1279, 959), (2050, 1538)])
+def test_exact_flips_of_large_photos_hash_exactly_like_the_original(
+    make_photo: Callable[..., np.ndarray], size: tuple[int, int]
+) -> None:
+    """Sizes that no whole factor divides: the thumbnail's shrink must stay mirror-symmetric,
+    or every mirrored reuse starts bits away from its reference."""
+    photo = make_photo(7, size)
+    reference = compute_hashes(photo, ("phash", "dhash"))
+    names = [d.name for d in DIHEDRALS]
+    for transform in ("mirrored", "flipped", "rotated-180"):
+        listing = np.ascontiguousarray(SELLER_TRANSFORMS[transform](photo))
+        variants = compute_hashes(listing, ("phash", "dhash"), variants=len(DIHEDRALS))
+        for name in ("phash", "dhash"):
+            row = variants[name][names.index(transform)]
+            assert hamming_distance(reference[name][0], row) == 0, (transform, name)
 
 
 def test_hamming_distance_on_hand_made_codes() -> None:
