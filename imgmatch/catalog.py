@@ -278,8 +278,11 @@ class Catalog:
         changed = False
         with self._db_lock, self._transaction():
             for entry in entries:
+                # Another writer may have removed it meanwhile: the entry is then added or
+                # refreshed by its sha256 like any other.
                 if entry.replaces is not None:
-                    removed.append((entry.replaces, self._delete_locked(entry.replaces)))
+                    with contextlib.suppress(ReferenceNotFoundError):
+                        removed.append((entry.replaces, self._delete_locked(entry.replaces)))
                 existing = self._db.execute(
                     "SELECT id FROM reference WHERE sha256 = ?", (entry.sha256,)
                 ).fetchone()
@@ -321,8 +324,7 @@ class Catalog:
         if changed:
             with self._index_lock.writing():
                 if self._loaded_generation == generation - 1:
-                    for reference_id, views in removed:
-                        self._unindex(reference_id, views)
+                    self._unindex(removed)
                     for reference_id, fingerprint in new_rows:
                         self._index_fingerprint(reference_id, fingerprint)
                     self._loaded_generation = generation
@@ -340,7 +342,7 @@ class Catalog:
             generation = self._bump_generation()
         with self._index_lock.writing():
             if self._loaded_generation == generation - 1:
-                self._unindex(reference_id, views)
+                self._unindex([(reference_id, views)])
                 self._loaded_generation = generation
                 self._dirty = True
             else:
@@ -528,6 +530,13 @@ class Catalog:
         version = self._meta("schema_version")
         if version is None:
             with self._db_lock, self._transaction():
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(reference)")}
+                if "fingerprint_signature" not in columns:
+                    # Tables an older imgmatch created but never stamped (it was killed first).
+                    self._db.execute(
+                        "ALTER TABLE reference "
+                        "ADD COLUMN fingerprint_signature TEXT NOT NULL DEFAULT ''"
+                    )
                 self._set_meta("schema_version", str(SCHEMA_VERSION))
                 if self._meta("generation") is None:
                     self._set_meta("generation", "0")
@@ -598,12 +607,21 @@ class Catalog:
         self._db.execute("DELETE FROM reference WHERE id = ?", (reference_id,))
         return views
 
-    def _unindex(self, reference_id: int, views: list[tuple[int, int]]) -> None:
-        ids = np.array([reference_id], dtype=np.int64)
+    def _unindex(self, removed: Sequence[tuple[int, list[tuple[int, int]]]]) -> None:
+        """Take (reference id, its (view, count) pairs) out of the in-memory indexes.
+
+        One removal per index for all of them: each `remove_ids` scans the whole index, so a
+        batch of replaced references (a re-fingerprint after a version change) must not cost
+        one scan each.
+        """
+        if not removed:
+            return
+        ids = np.array([reference_id for reference_id, _ in removed], dtype=np.int64)
         for index in self._hash_indexes.values():
             index.remove_ids(ids)
         descriptor_ids = [
             descriptor_id(reference_id, view, 0) + np.arange(count, dtype=np.int64)
+            for reference_id, views in removed
             for view, count in views
             if count
         ]

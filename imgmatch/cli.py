@@ -162,9 +162,11 @@ def check(
     with _open_catalog(catalog, create=False) as store:
         detector = Detector(store)
         if stale := detector.stale_references():
+            were = "reference was" if stale == 1 else "references were"
             err.print(
-                f"[yellow]warning:[/yellow] {stale} references were fingerprinted by another "
-                "imgmatch version or with other settings; run `imgmatch index` on their folders"
+                f"[yellow]warning:[/yellow] {stale} {were} fingerprinted by another imgmatch "
+                "version or with other settings; run `imgmatch index` on their folders (and "
+                "upload again those added through the service)"
             )
         try:
             summary = run_check(

@@ -40,7 +40,12 @@ def fingerprint_signature(config: DetectorConfig) -> str:
     """Names how reference fingerprints are computed: the version and the settings that shape
     them. Two fingerprints compare only when their signatures are equal."""
     settings = {name: getattr(config, name) for name in _REFERENCE_SETTINGS}
-    text = json.dumps(settings, sort_keys=True, default=list)
+    # Equal settings must give equal signatures: 2 and 2.0 alike, hashers in any order.
+    settings = {
+        name: sorted(value) if name == "hashers" else float(value)
+        for name, value in settings.items()
+    }
+    text = json.dumps(settings, sort_keys=True)
     return f"v{FINGERPRINT_VERSION}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 

@@ -159,7 +159,7 @@ def index_references(
         for _ in batch:
             progress.advance()
     entries = {p.entry.path: p.entry for p in planned if p.needs_fingerprint}
-    report.refingerprinted = sum(1 for p in planned if p.needs_fingerprint and p.stale)
+    stale_paths = {p.entry.path for p in planned if p.needs_fingerprint and p.stale}
     outcomes = fingerprint_files(
         [Path(path) for path in entries],
         "reference",
@@ -175,6 +175,7 @@ def index_references(
             progress.advance(failed=True)
             continue
         report.fingerprinted += 1
+        report.refingerprinted += int(str(outcome.path) in stale_paths)
         pending.append(replace(entries[str(outcome.path)], fingerprint=outcome.fingerprint))
         progress.advance()
         if len(pending) >= options.batch_size:
@@ -221,7 +222,17 @@ def _plan(
         and known.fingerprint_signature == signature
     ):
         return None
-    sha256 = sha256_file(path)
+    if (
+        known is not None
+        and known.file_size == info.st_size
+        and known.file_mtime_ns == info.st_mtime_ns
+    ):
+        # Only the metadata or the fingerprint signature differ: the bytes are trusted
+        # unchanged as on the fast path above, not read again (a version change would
+        # otherwise hash every file of the catalog here, one at a time).
+        sha256 = known.sha256
+    else:
+        sha256 = sha256_file(path)
     stored = catalog.find_by_sha256(sha256)
     if stored is not None and stored.path != str(path) and stored.path in run_paths:
         # The same bytes under another path of this run: that path keeps the reference, or

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -269,3 +270,32 @@ def test_missing_catalog_and_foreign_files_are_catalog_errors(tmp_path: Path) ->
     (bogus / "catalog.sqlite3").write_bytes(b"this is not a database" * 100)
     with pytest.raises(CatalogError):
         Catalog(bogus)
+
+
+def test_replacing_a_reference_another_writer_removed_still_adds(
+    tmp_path: Path, fingerprints: list[Fingerprint]
+) -> None:
+    """An index run planned to replace a reference that a concurrent run (or a service DELETE)
+    removed meanwhile: the new entry is added, nothing raises."""
+    with Catalog(tmp_path / "cat") as catalog:
+        old = catalog.add(entry(fingerprints[0], "a")).reference
+        catalog.remove(old.reference_id)
+        replacement = replace(entry(fingerprints[1], "b"), replaces=old.reference_id)
+        outcome = catalog.add(replacement)
+        assert outcome.added
+        assert [r.path for r in catalog.references()] == ["refs/b.jpg"]
+        assert outcome.reference.fingerprint_signature == fingerprints[1].signature != ""
+
+
+def test_fingerprint_signature_names_only_what_shapes_reference_fingerprints() -> None:
+    from imgmatch.fingerprint import fingerprint_signature
+
+    base = DetectorConfig()
+    same = [
+        base.with_overrides(clahe_clip_limit=2),
+        base.with_overrides(hashers=tuple(reversed(base.hashers))),
+        base.with_overrides(listing_orb_features=500, flag_threshold=0.9, opencv_threads=2),
+    ]
+    assert {fingerprint_signature(config) for config in same} == {fingerprint_signature(base)}
+    for changed in ({"orb_features": 500}, {"hashers": ("phash",)}, {"feature_side_px": 800}):
+        assert fingerprint_signature(base.with_overrides(**changed)) != fingerprint_signature(base)
