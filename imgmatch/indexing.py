@@ -214,22 +214,16 @@ def _plan(
     info = path.stat()
     meta = metadata.get(path.resolve()) or ReferenceMetadata(path.stem, "", {})
     known = catalog.find_by_path(str(path))
-    if (
-        known is not None
-        and known.file_size == info.st_size
-        and known.file_mtime_ns == info.st_mtime_ns
-        and (known.design, known.brand, known.metadata) == (meta.design, meta.brand, meta.extra)
-        and known.fingerprint_signature == signature
-    ):
-        return None
-    if (
-        known is not None
-        and known.file_size == info.st_size
-        and known.file_mtime_ns == info.st_mtime_ns
-    ):
+    stat = (info.st_size, info.st_mtime_ns)
+    if known is not None and (known.file_size, known.file_mtime_ns) == stat:
+        described = (known.design, known.brand, known.metadata)
+        if described == (meta.design, meta.brand, meta.extra) and (
+            known.fingerprint_signature == signature
+        ):
+            return None
         # Only the metadata or the fingerprint signature differ: the bytes are trusted
-        # unchanged as on the fast path above, not read again (a version change would
-        # otherwise hash every file of the catalog here, one at a time).
+        # unchanged, as just above, not read again (a version change would otherwise hash
+        # every file of the catalog here, one at a time).
         sha256 = known.sha256
     else:
         sha256 = sha256_file(path)
