@@ -48,6 +48,11 @@ _VIEW_BITS = 4
 _REFERENCE_SHIFT = _KEYPOINT_BITS + _VIEW_BITS
 _DESCRIPTOR_INDEX = "descriptors"
 
+# Schema 1 -> 2: references without a signature are marked unknown ('').
+_ADD_SIGNATURE_COLUMN = (
+    "ALTER TABLE reference ADD COLUMN fingerprint_signature TEXT NOT NULL DEFAULT ''"
+)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS reference (
@@ -533,10 +538,7 @@ class Catalog:
                 columns = {row[1] for row in self._db.execute("PRAGMA table_info(reference)")}
                 if "fingerprint_signature" not in columns:
                     # Tables an older imgmatch created but never stamped (it was killed first).
-                    self._db.execute(
-                        "ALTER TABLE reference "
-                        "ADD COLUMN fingerprint_signature TEXT NOT NULL DEFAULT ''"
-                    )
+                    self._db.execute(_ADD_SIGNATURE_COLUMN)
                 self._set_meta("schema_version", str(SCHEMA_VERSION))
                 if self._meta("generation") is None:
                     self._set_meta("generation", "0")
@@ -546,10 +548,7 @@ class Catalog:
                 if self._meta("schema_version") == "1":
                     # Version 1 stored no fingerprint signature: its references are marked
                     # unknown (''), so the next `imgmatch index` fingerprints them again.
-                    self._db.execute(
-                        "ALTER TABLE reference "
-                        "ADD COLUMN fingerprint_signature TEXT NOT NULL DEFAULT ''"
-                    )
+                    self._db.execute(_ADD_SIGNATURE_COLUMN)
                     self._set_meta("schema_version", str(SCHEMA_VERSION))
         elif int(version) != SCHEMA_VERSION:
             raise CatalogError(

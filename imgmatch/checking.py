@@ -24,8 +24,8 @@ from imgmatch.sources import ListingInput, ListingSet, SkippedPath, gather_listi
 
 DEFAULT_DECODE_TIMEOUT_S = 30.0
 # Listings per FAISS call. The more descriptors one call holds, the more of them share the lists
-# they probe, which the catalog then scans together (64 searched 10% faster per listing than 16
-# at 10,000 references). Results stream a batch at a time: every 1.5-3 s at 20-45 images/s.
+# they probe, which the catalog then scans together. Results stream a batch at a time: every
+# 1.5-3 s at the 20-45 images/s `python -m imgmatch.bench.batch` measures.
 DEFAULT_SEARCH_BATCH_LISTINGS = 64
 
 

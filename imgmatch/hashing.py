@@ -155,9 +155,10 @@ def gray_thumbnail(image: RGBImage) -> Image.Image:
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     height, width = gray.shape
     # Area-average down to twice the thumbnail first, and let LANCZOS take only the last step:
-    # one LANCZOS pass over the whole photo (its kernel spans the whole shrink factor) cost
-    # twice as much. Area averaging is mirror-symmetric, so a mirrored or flipped copy still
-    # hashes exactly like the original (a box reduce by whole factors was not: 1-4 bits).
+    # one LANCZOS pass over the whole photo (its kernel spans the whole shrink factor) is the
+    # slower way. Area averaging is mirror-symmetric, so a mirrored or flipped copy still
+    # hashes exactly like the original (a box reduce by whole factors, anchored at one corner,
+    # was not; the exact-flip test catches it).
     size = (min(width, 2 * _THUMBNAIL_SIDE_PX), min(height, 2 * _THUMBNAIL_SIDE_PX))
     if size != (width, height):
         gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)

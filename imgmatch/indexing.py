@@ -236,11 +236,9 @@ def _plan(
     # The same bytes, fingerprinted another way: fingerprint them again in place of the old
     # entry. (Where this path also held other bytes, that entry goes first and the stale one
     # is refreshed; the next run, finding it under this path, fingerprints it again.)
-    stale = stored is not None and stored.fingerprint_signature != signature
-    if stale and stored is not None and replaces is None:
+    stale = replaces is None and stored is not None and stored.fingerprint_signature != signature
+    if stale and stored is not None:
         replaces = stored.reference_id
-    else:
-        stale = False
     entry = NewReference(
         fingerprint=None,
         path=str(path),
