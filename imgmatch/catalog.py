@@ -6,9 +6,10 @@ range search), one for the 256-bit ORB descriptors (kNN; exact while that is fas
 Index files are written atomically and stamped with the database generation and their sha256; a
 stale, missing, oversized or corrupt file is rebuilt from SQLite, never loaded blindly.
 
-FAISS stores only integers, so the catalog keeps its own id scheme: hash entries carry the
-reference id; a descriptor carries `reference_id << 20 | view << 16 | keypoint`. Removing a
-reference never renumbers another.
+FAISS stores only integers, so the catalog keeps its own id scheme: a hash entry carries
+`reference_id << 3 | variant` (which of the 8 flips/rotations of the reference it hashes); a
+descriptor carries `reference_id << 20 | view << 16 | keypoint`. Removing a reference never
+renumbers another.
 """
 
 from __future__ import annotations
@@ -41,14 +42,20 @@ from imgmatch.locking import ReadWriteLock
 CATALOG_ENV = "IMGMATCH_CATALOG"
 DEFAULT_CATALOG_DIR = Path("imgmatch-data")
 DATABASE_NAME = "catalog.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _KEYPOINT_BITS = 16
 _VIEW_BITS = 4
 _REFERENCE_SHIFT = _KEYPOINT_BITS + _VIEW_BITS
+_HASH_VARIANT_BITS = 3
 _DESCRIPTOR_INDEX = "descriptors"
+# What the ids in the index files mean; a file stamped with another layout is rebuilt.
+# 2: hash ids carry the variant (schema 3).
+_INDEX_LAYOUT = 2
 
-# Schema 1 -> 2: references without a signature are marked unknown ('').
+# Schema 1 -> 2: references without a signature are marked unknown (''). Schema 2 -> 3 changes no
+# table: a hash code may now hold the 8 variants of a reference (64 bytes), not one (8 bytes),
+# which an imgmatch reading schema 2 would misread.
 _ADD_SIGNATURE_COLUMN = (
     "ALTER TABLE reference ADD COLUMN fingerprint_signature TEXT NOT NULL DEFAULT ''"
 )
@@ -188,6 +195,11 @@ def sha256_file(path: Path) -> str:
 def descriptor_id(reference_id: int, view: int, keypoint: int) -> int:
     """The FAISS id of one reference descriptor."""
     return (reference_id << _REFERENCE_SHIFT) | (view << _KEYPOINT_BITS) | keypoint
+
+
+def hash_entry_ids(reference_id: int, variants: int) -> NDArray[np.int64]:
+    """The FAISS ids of a reference's first `variants` hash variants."""
+    return (reference_id << _HASH_VARIANT_BITS) + np.arange(variants, dtype=np.int64)
 
 
 class Catalog:
@@ -460,7 +472,10 @@ class Catalog:
     # ----------------------------------------------------------------------- searching
 
     def search_hashes(self, hashes: dict[str, PackedBits], max_distance: int) -> list[HashHit]:
-        """Every (reference, hasher, variant) within `max_distance` bits, all variants at once."""
+        """Every (reference, hasher, variant) within `max_distance` bits of a listing's codes.
+
+        `variant` is the flip/rotation of the reference that matched (`hashing.DIHEDRALS`).
+        """
         self._refresh_if_changed()
         hits: list[HashHit] = []
         with self._index_lock.reading():
@@ -469,12 +484,19 @@ class Catalog:
                 if index is None or index.ntotal == 0:
                     continue
                 # range_search is strict (<): +1 includes the threshold itself.
-                limits, distances, labels = index.range_search(
+                # Every code of the listing counts alike: which row a hit came from is not kept.
+                _, distances, labels = index.range_search(
                     np.ascontiguousarray(codes, dtype=np.uint8), max_distance + 1
                 )
-                for variant in range(len(codes)):
-                    for j in range(limits[variant], limits[variant + 1]):
-                        hits.append(HashHit(int(labels[j]), name, variant, int(distances[j])))
+                for label, distance in zip(labels.tolist(), distances.tolist(), strict=True):
+                    hits.append(
+                        HashHit(
+                            label >> _HASH_VARIANT_BITS,
+                            name,
+                            label & ((1 << _HASH_VARIANT_BITS) - 1),
+                            distance,
+                        )
+                    )
         return hits
 
     def search_descriptors(self, descriptors: NDArray[np.uint8], k: int) -> DescriptorNeighbours:
@@ -542,13 +564,17 @@ class Catalog:
                 self._set_meta("schema_version", str(SCHEMA_VERSION))
                 if self._meta("generation") is None:
                     self._set_meta("generation", "0")
-        elif int(version) == 1:
+        elif int(version) in (1, 2):
             with self._db_lock, self._transaction():
                 # Another process may have migrated it since the version was read.
                 if self._meta("schema_version") == "1":
                     # Version 1 stored no fingerprint signature: its references are marked
                     # unknown (''), so the next `imgmatch index` fingerprints them again.
                     self._db.execute(_ADD_SIGNATURE_COLUMN)
+                if self._meta("schema_version") in ("1", "2"):
+                    # Older references keep their one hash variant until fingerprinted again
+                    # (their signature is older too); the index files are rebuilt for the new
+                    # ids (`_INDEX_LAYOUT`).
                     self._set_meta("schema_version", str(SCHEMA_VERSION))
         elif int(version) != SCHEMA_VERSION:
             raise CatalogError(
@@ -615,7 +641,10 @@ class Catalog:
         """
         if not removed:
             return
-        ids = np.array([reference_id for reference_id, _ in removed], dtype=np.int64)
+        # A reference fingerprinted before schema 3 has one hash variant, later ones 8.
+        ids = np.concatenate(
+            [hash_entry_ids(reference_id, 1 << _HASH_VARIANT_BITS) for reference_id, _ in removed]
+        )
         for index in self._hash_indexes.values():
             index.remove_ids(ids)
         descriptor_ids = [
@@ -652,7 +681,7 @@ class Catalog:
         for name, codes in fingerprint.hashes.items():
             self._db.execute(
                 "INSERT INTO hash (reference_id, hasher, code) VALUES (?, ?, ?)",
-                (reference_id, name, codes[0].tobytes()),
+                (reference_id, name, np.ascontiguousarray(codes, dtype=np.uint8).tobytes()),
             )
         for view, features in enumerate(fingerprint.views):
             if len(features) >= 1 << _KEYPOINT_BITS:
@@ -755,6 +784,8 @@ class Catalog:
         stamp = json.loads(stamp_text)
         if stamp.get("generation") != generation:
             return f"stale (generation {stamp.get('generation')}, database {generation})"
+        if stamp.get("layout", 1) != _INDEX_LAYOUT:
+            return f"id layout {stamp.get('layout', 1)}, this imgmatch uses {_INDEX_LAYOUT}"
         if not path.is_file():
             return "missing"
         size = path.stat().st_size
@@ -790,6 +821,7 @@ class Catalog:
             "bytes": int(data.size),
             "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
             "ntotal": int(index.ntotal),
+            "layout": _INDEX_LAYOUT,
         }
         with self._db_lock, self._transaction():
             self._set_meta(f"index.{name}", json.dumps(stamp, sort_keys=True))
@@ -809,17 +841,17 @@ class Catalog:
                 ).fetchall()
             finally:
                 self._db.execute("COMMIT")
-        by_hasher: dict[str, tuple[list[int], list[bytes]]] = {}
+        by_hasher: dict[str, tuple[list[NDArray[np.int64]], list[bytes]]] = {}
         for reference_id, hasher, code in hash_rows:
             ids, codes = by_hasher.setdefault(hasher, ([], []))
-            ids.append(reference_id)
+            ids.append(hash_entry_ids(reference_id, len(code) // (HASH_BITS // 8)))
             codes.append(code)
         self._hash_indexes = {}
         for hasher, (ids, codes) in by_hasher.items():
             index = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(HASH_BITS))
             index.add_with_ids(
                 np.frombuffer(b"".join(codes), np.uint8).reshape(-1, HASH_BITS // 8),
-                np.array(ids, dtype=np.int64),
+                np.concatenate(ids),
             )
             self._hash_indexes[hasher] = index
         total = sum(int(row[2]) for row in view_rows)
@@ -909,13 +941,15 @@ class Catalog:
             self._rebuild_locked()
 
     def _index_fingerprint(self, reference_id: int, fingerprint: Fingerprint) -> None:
-        ids = np.array([reference_id], dtype=np.int64)
         for name, codes in fingerprint.hashes.items():
             index = self._hash_indexes.get(name)
             if index is None:
                 index = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(HASH_BITS))
                 self._hash_indexes[name] = index
-            index.add_with_ids(np.ascontiguousarray(codes[:1], dtype=np.uint8), ids)
+            index.add_with_ids(
+                np.ascontiguousarray(codes, dtype=np.uint8),
+                hash_entry_ids(reference_id, len(codes)),
+            )
         for view, features in enumerate(fingerprint.views):
             if len(features) == 0:
                 continue

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from imgmatch.config import DetectorConfig
-from imgmatch.images import RGBImage
+from imgmatch.images import GrayImage, RGBImage, to_gray
 
 Keypoints = NDArray[np.float32]
 """(n, 4) float32: x, y (pixels of the image given), size (pixels), angle (degrees)."""
@@ -66,22 +66,25 @@ class FeatureExtractor:
         )
         self._clahe = cv2.createCLAHE(clipLimit=config.clahe_clip_limit, tileGridSize=(8, 8))
 
-    def normalised_gray(self, image: RGBImage) -> tuple[NDArray[np.uint8], float]:
-        """Gray image at the working size with equalised local contrast, and its scale factor."""
-        # ORB wants 8-bit gray; convert once here, not per pyramid level.
-        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    def normalised_gray(self, gray: GrayImage) -> tuple[NDArray[np.uint8], float]:
+        """`gray` at the working size with equalised local contrast, and its scale factor."""
         height, width = gray.shape
         side = min(max(max(height, width), self._min_side), self._max_side)
         scale = side / max(height, width)
         if abs(scale - 1.0) > 1e-3:
             interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            gray = cv2.resize(gray, size, interpolation=interpolation)
+            gray = np.asarray(cv2.resize(gray, size, interpolation=interpolation), np.uint8)
         return np.asarray(self._clahe.apply(gray), dtype=np.uint8), scale
 
     def extract(self, image: RGBImage, mirrored: bool = False) -> FeatureSet:
         """ORB features of `image` (or of its mirror image), in `image`'s pixel coordinates."""
-        gray, scale = self.normalised_gray(image)
+        return self.extract_gray(to_gray(image), mirrored)
+
+    def extract_gray(self, gray: GrayImage, mirrored: bool = False) -> FeatureSet:
+        """`extract` of an image already made gray (`to_gray`): ORB wants 8-bit gray, and the
+        perceptual hashes start from the same gray image."""
+        gray, scale = self.normalised_gray(gray)
         if mirrored:
             gray = np.ascontiguousarray(gray[:, ::-1])
         detected = self._orb.detect(gray, None)

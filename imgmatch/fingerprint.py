@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from imgmatch.config import DetectorConfig
 from imgmatch.features import FeatureExtractor, FeatureSet
 from imgmatch.hashing import DIHEDRALS, PackedBits, compute_hashes
-from imgmatch.images import RGBImage
+from imgmatch.images import RGBImage, to_gray
 
 # Feature views of a reference: the photo as shot, and its mirror image.
 VIEW_ORIGINAL = 0
@@ -18,7 +18,7 @@ VIEW_MIRRORED = 1
 # Bump when the same image and settings give another fingerprint (a new hash thumbnail, another
 # feature normalisation): references stored before are then fingerprinted again by the next
 # `imgmatch index`, instead of being compared with listings computed another way.
-FINGERPRINT_VERSION = 4
+FINGERPRINT_VERSION = 5
 # The settings that change what is stored for a reference (listing-only settings do not).
 _REFERENCE_SETTINGS = (
     "hashers",
@@ -53,10 +53,11 @@ def fingerprint_signature(config: DetectorConfig) -> str:
 class Fingerprint:
     """Hashes, ORB features and size of one image.
 
-    `hashes[name]` is a (variants, 8) uint8 array: one row for a reference, the 8 dihedral
-    variants for a listing. `views[0]` holds the features of the image as given; a reference may
-    also hold `views[1]`, the features of its mirror image. `signature` is the
-    `fingerprint_signature` of the settings it was computed with ("" where unknown).
+    `hashes[name]` is a (variants, 8) uint8 array: the 8 dihedral variants for a reference (what
+    a seller could make of the photo: `hashing.DIHEDRALS`), one row for a listing. `views[0]`
+    holds the features of the image as given; a reference may also hold `views[1]`, the
+    features of its mirror image. `signature` is the `fingerprint_signature` of the settings it
+    was computed with ("" where unknown).
     """
 
     width: int
@@ -80,28 +81,31 @@ class Fingerprinter:
         self._listing_extractor = FeatureExtractor(config, listing=True)
 
     def reference(self, image: RGBImage) -> Fingerprint:
-        """Fingerprint a reference photo: identity hashes, features as shot and mirrored."""
-        views = [self._extractor.extract(image)]
+        """Fingerprint a reference photo: hashes in all 8 variants, features as shot and
+        mirrored.
+
+        The flips and turns are hashed here, once per reference, so that a listing, checked
+        far more often, is hashed only as it is.
+        """
+        gray = to_gray(image)
+        views = [self._extractor.extract_gray(gray)]
         if self.config.index_mirrored_references:
-            views.append(self._extractor.extract(image, mirrored=True))
+            views.append(self._extractor.extract_gray(gray, mirrored=True))
         return Fingerprint(
             width=int(image.shape[1]),
             height=int(image.shape[0]),
-            hashes=compute_hashes(image, self.config.hashers, variants=1),
+            hashes=compute_hashes(gray, self.config.hashers, variants=len(DIHEDRALS)),
             views=tuple(views),
             signature=self.signature,
         )
 
-    def listing_hashes(self, image: RGBImage) -> dict[str, PackedBits]:
-        """The hashes of a listing photo in all 8 dihedral variants."""
-        return compute_hashes(image, self.config.hashers, variants=len(DIHEDRALS))
-
     def listing(self, image: RGBImage) -> Fingerprint:
-        """Fingerprint a listing photo: hashes in all 8 variants, features as given."""
+        """Fingerprint a listing photo: hashes and features of the photo as it is."""
+        gray = to_gray(image)
         return Fingerprint(
             width=int(image.shape[1]),
             height=int(image.shape[0]),
-            hashes=self.listing_hashes(image),
-            views=(self._listing_extractor.extract(image),),
+            hashes=compute_hashes(gray, self.config.hashers),
+            views=(self._listing_extractor.extract_gray(gray),),
             signature=self.signature,
         )

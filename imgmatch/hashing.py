@@ -1,8 +1,9 @@
 """Perceptual hashes (through imagehash) packed to bytes, and the 8 dihedral variants of an image.
 
 A reused official photo is usually the photo itself, resized, recompressed, recoloured, mirrored or
-turned. Its perceptual hash stays within a few bits of the original's; hashing the listing in all
-8 flips/rotations lets one reference hash catch every mirrored or rotated reuse.
+turned. Its perceptual hash stays within a few bits of the original's. A reference is hashed in
+all 8 flips/rotations a seller could apply, once, when it is indexed; a listing is then hashed
+once, as it is, and still meets every mirrored or rotated reuse.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import scipy.fftpack
 from numpy.typing import NDArray
 from PIL import Image
 
-from imgmatch.images import RGBImage
+from imgmatch.images import GrayImage, RGBImage, to_gray
 
 PackedBits = NDArray[np.uint8]
 """Bits packed 8 to a byte, most significant first (numpy.packbits order)."""
@@ -26,6 +27,8 @@ HASH_BITS = 64
 # Hashes are taken from one small gray thumbnail: the 8 variants are then exact transposes of each
 # other and cost almost nothing. Every hasher shrinks further, so nothing is lost.
 _THUMBNAIL_SIDE_PX = 128
+# The thumbnail averages whole blocks of this many pixels a side of a square this much larger.
+_THUMBNAIL_BLOCK_PX = 4
 
 StackedBits = Callable[[NDArray[np.uint8]], NDArray[np.bool_]]
 
@@ -35,7 +38,7 @@ class Hasher:
     """One perceptual hash: a name and a function from a gray thumbnail to 64 bits.
 
     `compute_bits` is imagehash itself, the definition. `size` (width, height) is what imagehash
-    shrinks its input to (with LANCZOS, as `gray_thumbnail` does), and `stacked_bits` repeats
+    shrinks its input to (with LANCZOS), and `stacked_bits` repeats
     imagehash's arithmetic on a stack of such shrunk images, (n, height, width) -> (n, 8, 8):
     a listing's 8 variants then cost two shrinks and one numpy call instead of 8 imagehash
     calls. Both are None for a hash whose input size depends on the image (whash); its variants
@@ -52,20 +55,20 @@ class Hasher:
         return np.packbits(self.compute_bits(thumbnail).reshape(-1))
 
     def compute_variants(
-        self, thumbnail: Image.Image, undos: Sequence[Image.Transpose | None]
+        self, thumbnail: Image.Image, turns: Sequence[Image.Transpose | None]
     ) -> PackedBits:
-        """Hash `thumbnail` turned by each of `undos` (None: as it is): (len(undos), 8) bytes.
+        """Hash `thumbnail` turned by each of `turns` (None: as it is): (len(turns), 8) bytes.
 
-        Each row equals `compute(thumbnail.transpose(undo))`. Every undo is a flip of the
+        Each row equals `compute(thumbnail.transpose(turn))`. Every turn is a flip of the
         thumbnail or of its transpose, and PIL's resize commutes with flips, so the thumbnail
         and its transpose are shrunk once each and the variants are flips of those.
         """
         if self.size is None or self.stacked_bits is None:
-            return np.stack([self.compute(_turn(thumbnail, undo)) for undo in undos])
+            return np.stack([self.compute(_turn(thumbnail, turn)) for turn in turns])
         shrunk: dict[bool, NDArray[np.uint8]] = {}
         views = []
-        for undo in undos:
-            transposed, flip = _AS_FLIP[undo]
+        for turn in turns:
+            transposed, flip = _AS_FLIP[turn]
             if transposed not in shrunk:
                 source = thumbnail.transpose(Image.Transpose.TRANSPOSE) if transposed else thumbnail
                 shrunk[transposed] = np.asarray(source.resize(self.size, Image.Resampling.LANCZOS))
@@ -74,8 +77,8 @@ class Hasher:
         return np.packbits(bits.reshape(len(views), -1), axis=1)
 
 
-def _turn(image: Image.Image, undo: Image.Transpose | None) -> Image.Image:
-    return image if undo is None else image.transpose(undo)
+def _turn(image: Image.Image, turn: Image.Transpose | None) -> Image.Image:
+    return image if turn is None else image.transpose(turn)
 
 
 Flip = Callable[[NDArray[np.uint8]], NDArray[np.uint8]]
@@ -130,20 +133,20 @@ HASHERS: dict[str, Hasher] = {
 
 @dataclass(frozen=True)
 class Dihedral:
-    """What a seller did to the photo (`name`), and the PIL transpose that undoes it."""
+    """What a seller did to the photo (`name`), as the PIL transpose that does it (`turn`)."""
 
     name: str
-    undo: Image.Transpose | None
+    turn: Image.Transpose | None
 
 
-# The undo of a seller's 90-degree clockwise turn is a 90-degree counter-clockwise one, which
-# PIL calls ROTATE_90. Index 0 is the identity: references are hashed with it alone.
+# PIL's ROTATE_90 turns counter-clockwise, so a seller's 90-degree clockwise turn is PIL's
+# ROTATE_270. Index 0 is the identity: a listing is hashed with it alone.
 DIHEDRALS: tuple[Dihedral, ...] = (
     Dihedral("identical", None),
     Dihedral("mirrored", Image.Transpose.FLIP_LEFT_RIGHT),
-    Dihedral("rotated-90", Image.Transpose.ROTATE_90),
+    Dihedral("rotated-90", Image.Transpose.ROTATE_270),
     Dihedral("rotated-180", Image.Transpose.ROTATE_180),
-    Dihedral("rotated-270", Image.Transpose.ROTATE_270),
+    Dihedral("rotated-270", Image.Transpose.ROTATE_90),
     Dihedral("mirrored-rotated-90", Image.Transpose.TRANSVERSE),
     Dihedral("flipped", Image.Transpose.FLIP_TOP_BOTTOM),
     Dihedral("mirrored-rotated-270", Image.Transpose.TRANSPOSE),
@@ -152,31 +155,38 @@ DIHEDRALS: tuple[Dihedral, ...] = (
 
 def gray_thumbnail(image: RGBImage) -> Image.Image:
     """Shrink an RGB image to the square gray thumbnail every hasher starts from."""
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return thumbnail_of_gray(to_gray(image))
+
+
+def thumbnail_of_gray(gray: GrayImage) -> Image.Image:
+    """Shrink a gray image to the square thumbnail every hasher starts from.
+
+    The image is first resampled to a square of whole blocks, then each block is averaged:
+    both steps are mirror-symmetric, so a mirrored or flipped copy hashes exactly like the
+    original (the exact-flip test holds it to that), and averaging whole blocks is OpenCV's
+    fast path. Linear resampling only serves up to a 2x shrink (it would skip pixels beyond);
+    larger images are area-averaged all the way, the slower way.
+    """
     height, width = gray.shape
-    # Area-average down to twice the thumbnail first, and let LANCZOS take only the last step:
-    # one LANCZOS pass over the whole photo (its kernel spans the whole shrink factor) is the
-    # slower way. Area averaging is mirror-symmetric, so a mirrored or flipped copy still
-    # hashes exactly like the original (a box reduce by whole factors, anchored at one corner,
-    # was not; the exact-flip test catches it).
-    size = (min(width, 2 * _THUMBNAIL_SIDE_PX), min(height, 2 * _THUMBNAIL_SIDE_PX))
-    if size != (width, height):
-        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-    side = (_THUMBNAIL_SIDE_PX, _THUMBNAIL_SIDE_PX)
-    return Image.fromarray(gray).resize(side, Image.Resampling.LANCZOS)
+    side = _THUMBNAIL_SIDE_PX * _THUMBNAIL_BLOCK_PX
+    interpolation = cv2.INTER_LINEAR if max(height, width) <= 2 * side else cv2.INTER_AREA
+    square = cv2.resize(gray, (side, side), interpolation=interpolation)
+    thumbnail = (_THUMBNAIL_SIDE_PX, _THUMBNAIL_SIDE_PX)
+    return Image.fromarray(cv2.resize(square, thumbnail, interpolation=cv2.INTER_AREA))
 
 
 def compute_hashes(
-    image: RGBImage, hasher_names: tuple[str, ...], variants: int = 1
+    image: RGBImage | GrayImage, hasher_names: tuple[str, ...], variants: int = 1
 ) -> dict[str, PackedBits]:
-    """Hash `image` with each named hasher, in its first `variants` dihedral variants.
+    """Hash an RGB image, or its gray image (`to_gray`), with each named hasher, in its first
+    `variants` dihedral variants.
 
-    Returns, per hasher name, a (variants, 8) uint8 array; row i is the hash of the image with
-    `DIHEDRALS[i].undo` applied.
+    Returns, per hasher name, a (variants, 8) uint8 array; row i is the hash of the image
+    turned as a seller would by `DIHEDRALS[i]`.
     """
-    thumbnail = gray_thumbnail(image)
-    undos = [d.undo for d in DIHEDRALS[:variants]]
-    return {name: HASHERS[name].compute_variants(thumbnail, undos) for name in hasher_names}
+    thumbnail = thumbnail_of_gray(to_gray(image) if image.ndim == 3 else image)
+    turns = [d.turn for d in DIHEDRALS[:variants]]
+    return {name: HASHERS[name].compute_variants(thumbnail, turns) for name in hasher_names}
 
 
 def hamming_distance(a: PackedBits, b: PackedBits) -> int:

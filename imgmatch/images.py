@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -32,6 +33,8 @@ from imgmatch.errors import (
 
 RGBImage = NDArray[np.uint8]
 """An (height, width, 3) uint8 array in RGB order."""
+GrayImage = NDArray[np.uint8]
+"""An (height, width) uint8 array of gray levels."""
 
 # Pillow format names; MPO is the multi-picture JPEG that many phone cameras write.
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -183,3 +186,8 @@ def _check_content(name: str, pixels: RGBImage, limits: ImageLimits) -> None:
         raise BlankImageError(
             f"{name}: the image is blank or a single colour; there is nothing to compare"
         )
+
+
+def to_gray(image: RGBImage) -> GrayImage:
+    """The gray image that perceptual hashes and ORB features both start from."""
+    return np.asarray(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), dtype=np.uint8)

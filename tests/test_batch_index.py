@@ -289,3 +289,49 @@ def test_a_schema_1_catalog_is_migrated_warned_about_and_refreshed(
     assert "fingerprinted by another" not in stderr
     result = json.loads(stdout.splitlines()[0])
     assert result["flagged"] and result["matches"][0]["design"] == "ref_0"
+
+
+def test_a_schema_2_catalog_keeps_its_one_hash_until_indexed_again(
+    photos: Path, tmp_path: Path
+) -> None:
+    """Schema 2 stored one hash per reference, and its index files gave hash entries the bare
+    reference id. Opened now, the files are rebuilt with variant ids, the old hashes still
+    meet an identical reuse, and the next index run stores all 8 variants, so that a mirrored
+    reuse meets one too."""
+    from imgmatch.fingerprint import Fingerprinter
+    from imgmatch.images import load_image
+    from imgmatch.indexing import index_references
+
+    catalog = tmp_path / "cat"
+    with Catalog(catalog) as store:
+        index_references(store, [photos])
+    db = sqlite3.connect(catalog / DATABASE_NAME)
+    with db:
+        db.execute("UPDATE hash SET code = substr(code, 1, 8)")
+        db.execute("UPDATE reference SET fingerprint_signature = 'v4-older'")
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        for key, stamp in db.execute("SELECT key, value FROM meta WHERE key LIKE 'index.%'"):
+            older = {k: v for k, v in json.loads(stamp).items() if k != "layout"}
+            db.execute("UPDATE meta SET value = ? WHERE key = ?", (json.dumps(older), key))
+    db.close()
+    fingerprinter = Fingerprinter(DetectorConfig())
+    photo = load_image(photos / "ref_0.jpg")
+    identical = fingerprinter.listing(photo).hashes
+    mirrored = fingerprinter.listing(np.ascontiguousarray(photo[:, ::-1])).hashes
+
+    def hits(store: Catalog, hashes: dict) -> set[tuple[str, int]]:
+        names = {r.reference_id: r.path for r in store.references()}
+        found = store.search_hashes(hashes, max_distance=4)
+        return {(Path(names[h.reference_id]).name, h.variant) for h in found}
+
+    with Catalog(catalog) as store:
+        assert store.index_source == "rebuilt"
+        assert hits(store, identical) == {("ref_0.jpg", 0)}
+        assert hits(store, mirrored) == set()
+        assert index_references(store, [photos]).refingerprinted == 5
+        assert hits(store, identical) == {("ref_0.jpg", 0)}
+        assert hits(store, mirrored) == {("ref_0.jpg", 1)}
+    db = sqlite3.connect(catalog / DATABASE_NAME)
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    assert {length for (length,) in db.execute("SELECT length(code) FROM hash")} == {64}
+    db.close()
