@@ -29,7 +29,13 @@ from numpy.typing import NDArray
 from imgmatch.catalog import Catalog, DescriptorNeighbours, HashHit, Reference
 from imgmatch.config import DetectorConfig, ImageLimits
 from imgmatch.errors import InvalidImageError, ReferenceNotFoundError
-from imgmatch.features import DESCRIPTOR_BYTES, Verification, clip_box, verify_geometry
+from imgmatch.features import (
+    DESCRIPTOR_BYTES,
+    NEXT_CORNER,
+    Verification,
+    clip_box,
+    verify_geometry,
+)
 from imgmatch.fingerprint import (
     VIEW_MIRRORED,
     Fingerprint,
@@ -619,7 +625,7 @@ def _share_inside(points: NDArray[np.float32], quad: NDArray[np.float64]) -> flo
     """Share of `points` inside the convex quadrilateral `quad`."""
     if len(points) == 0:
         return 0.0
-    edges = np.roll(quad, -1, axis=0) - quad
+    edges = quad[NEXT_CORNER] - quad
     relative = points[:, None, :].astype(np.float64) - quad[None, :, :]
     cross = edges[None, :, 0] * relative[:, :, 1] - edges[None, :, 1] * relative[:, :, 0]
     inside = np.all(cross >= 0, axis=1) | np.all(cross <= 0, axis=1)

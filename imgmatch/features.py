@@ -208,7 +208,7 @@ def _plausible(
     # Shrinking a reference below 1/400 of its area, or blowing it up 400x, is no real copy.
     if not reference_area / 400 <= area <= reference_area * 400:
         return None
-    sides = np.linalg.norm(np.roll(quad, -1, axis=0) - quad, axis=1)
+    sides = np.linalg.norm(quad[NEXT_CORNER] - quad, axis=1)
     if sides.min() <= 0 or sides.max() / sides.min() > 8 * max(width, height) / min(width, height):
         return None  # extreme perspective or a collapsed side
     inlier_mask = mask.reshape(-1).astype(bool)
@@ -216,14 +216,18 @@ def _plausible(
     return Verification(inliers, inliers / count, transform, quad, inlier_mask)
 
 
+# Each corner of a quad (4 x 2) followed by the next one, round the polygon.
+NEXT_CORNER = np.array([1, 2, 3, 0])
+
+
 def _polygon_area(quad: NDArray[np.float64]) -> float:
     x, y = quad[:, 0], quad[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    return 0.5 * abs(float(np.dot(x, y[NEXT_CORNER]) - np.dot(y, x[NEXT_CORNER])))
 
 
 def _is_convex(quad: NDArray[np.float64]) -> bool:
-    edges = np.roll(quad, -1, axis=0) - quad
-    following = np.roll(edges, -1, axis=0)
+    edges = quad[NEXT_CORNER] - quad
+    following = edges[NEXT_CORNER]
     cross = edges[:, 0] * following[:, 1] - edges[:, 1] * following[:, 0]
     return bool(np.all(cross > 0) or np.all(cross < 0))
 

@@ -63,7 +63,8 @@ class Hasher:
         thumbnail or of its transpose, and PIL's resize commutes with flips, so the thumbnail
         and its transpose are shrunk once each and the variants are flips of those.
         """
-        if self.size is None or self.stacked_bits is None:
+        if self.size is None or self.stacked_bits is None or list(turns) == [None]:
+            # One hash of the thumbnail as it is (a listing's): imagehash alone is quicker.
             return np.stack([self.compute(_turn(thumbnail, turn)) for turn in turns])
         shrunk: dict[bool, NDArray[np.uint8]] = {}
         views = []
