@@ -1,8 +1,9 @@
 """The detector: which protected designs a listing photo copies, where, how surely, and why.
 
 Two paths find candidates and one step verifies them:
-- hash path: the listing's perceptual hashes in all 8 flips/rotations, range-searched in the
-  catalog. Every configured hasher must agree (same variant, within the radius): a reused photo.
+- hash path: the listing's perceptual hashes, range-searched among the references' hashes in
+  all 8 flips/rotations. Every configured hasher must agree (same variant, within the radius):
+  a reused photo.
 - ORB path: every listing descriptor's nearest reference descriptors, a ratio test against the
   best neighbour of another design, and votes per reference view.
 - verification: RANSAC on the top candidates' correspondences gives inliers, the share of
