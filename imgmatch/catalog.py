@@ -488,7 +488,9 @@ class Catalog:
                 _, distances, labels = index.range_search(
                     np.ascontiguousarray(codes, dtype=np.uint8), max_distance + 1
                 )
-                for label, distance in zip(labels.tolist(), distances.tolist(), strict=True):
+                # FAISS returns the bit counts as float32; a HashHit holds a whole number.
+                bit_counts = distances.astype(np.int64).tolist()
+                for label, distance in zip(labels.tolist(), bit_counts, strict=True):
                     hits.append(
                         HashHit(
                             label >> _HASH_VARIANT_BITS,

@@ -149,6 +149,10 @@ def test_matches_are_grouped_by_design_and_sorted(
 def test_hash_path_names_the_transform(detector: Detector, photos: dict[str, RGBImage]) -> None:
     mirrored = detector.check(np.ascontiguousarray(photos["D019"][:, ::-1]))
     assert mirrored.matches[0].transform == "mirrored"
+    # The distance is a whole number of bits, in the result and in the evidence text.
+    distance = mirrored.matches[0].hash_distance
+    assert type(distance) is int
+    assert f"within {distance} of 64 bits (mirrored)" in mirrored.matches[0].evidence
     turned = detector.check(np.ascontiguousarray(np.rot90(photos["D019"], k=-1)))
     assert turned.matches[0].transform == "rotated-90"
 
