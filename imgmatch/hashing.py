@@ -38,11 +38,10 @@ class Hasher:
     """One perceptual hash: a name and a function from a gray thumbnail to 64 bits.
 
     `compute_bits` is imagehash itself, the definition. `size` (width, height) is what imagehash
-    shrinks its input to (with LANCZOS), and `stacked_bits` repeats
-    imagehash's arithmetic on a stack of such shrunk images, (n, height, width) -> (n, 8, 8):
-    a listing's 8 variants then cost two shrinks and one numpy call instead of 8 imagehash
-    calls. Both are None for a hash whose input size depends on the image (whash); its variants
-    are hashed one by one.
+    shrinks its input to (with LANCZOS), and `stacked_bits` repeats imagehash's arithmetic on a
+    stack of such shrunk images, (n, height, width) -> (n, 8, 8): a reference's 8 variants then
+    cost two shrinks and one numpy call instead of 8 imagehash calls. Both are None for a hash
+    whose input size depends on the image (whash); its variants are hashed one by one.
     """
 
     name: str
@@ -163,15 +162,19 @@ def thumbnail_of_gray(gray: GrayImage) -> Image.Image:
     """Shrink a gray image to the square thumbnail every hasher starts from.
 
     The image is first resampled to a square of whole blocks, then each block is averaged:
-    both steps are mirror-symmetric, so a mirrored or flipped copy hashes exactly like the
-    original (the exact-flip test holds it to that), and averaging whole blocks is OpenCV's
-    fast path. Linear resampling only serves up to a 2x shrink (it would skip pixels beyond);
-    larger images are area-averaged all the way, the slower way.
+    both steps are mirror-symmetric, so a mirrored or flipped copy hashes like the original
+    (the exact-flip test holds it to that), and averaging whole blocks is OpenCV's fast path.
+    Linear resampling only serves up to a 2x shrink (it would skip pixels beyond): an image
+    with a longer side is first area-averaged down to the square's side along each axis that
+    is longer than it, the slower way. OpenCV's area resize interpolates instead of averaging
+    as soon as one axis grows, so it must not grow the other axis in the same step.
     """
     height, width = gray.shape
     side = _THUMBNAIL_SIDE_PX * _THUMBNAIL_BLOCK_PX
-    interpolation = cv2.INTER_LINEAR if max(height, width) <= 2 * side else cv2.INTER_AREA
-    square = cv2.resize(gray, (side, side), interpolation=interpolation)
+    if max(height, width) > 2 * side:
+        shrunk = (min(width, side), min(height, side))
+        gray = np.asarray(cv2.resize(gray, shrunk, interpolation=cv2.INTER_AREA), np.uint8)
+    square = cv2.resize(gray, (side, side), interpolation=cv2.INTER_LINEAR)
     thumbnail = (_THUMBNAIL_SIDE_PX, _THUMBNAIL_SIDE_PX)
     return Image.fromarray(cv2.resize(square, thumbnail, interpolation=cv2.INTER_AREA))
 
