@@ -49,8 +49,8 @@ _VIEW_BITS = 4
 _REFERENCE_SHIFT = _KEYPOINT_BITS + _VIEW_BITS
 _HASH_VARIANT_BITS = 3
 _DESCRIPTOR_INDEX = "descriptors"
-# What the ids in the index files mean; a file stamped with another layout is rebuilt.
-# 2: hash ids carry the variant (schema 3).
+# What the ids in the hash index files mean; a hash index file stamped with another layout is
+# rebuilt. 2: hash ids carry the variant (schema 3). Descriptor ids did not change.
 _INDEX_LAYOUT = 2
 
 # Schema 1 -> 2: references without a signature are marked unknown (''). Schema 2 -> 3 changes no
@@ -750,26 +750,36 @@ class Catalog:
         """Load the index caches where their stamps match the database; rebuild otherwise."""
         with self._index_lock.writing():
             generation = self._generation()
-            names = self._hasher_names()
-            loaded: dict[str, Any] = {}
-            for name in [*names, _DESCRIPTOR_INDEX]:
-                if self._index_file_problem(name, generation) is not None:
-                    self._rebuild_locked()
-                    self.index_source = "rebuilt"
-                    return
-                loaded[name] = self._read_index(name)
-            with self._db_lock:
-                expected = self._expected_descriptor_count()
-            if loaded[_DESCRIPTOR_INDEX].ntotal != expected:
+            if self._index_file_problem(_DESCRIPTOR_INDEX, generation) is not None:
                 self._rebuild_locked()
                 self.index_source = "rebuilt"
                 return
-            self._descriptor_index = loaded.pop(_DESCRIPTOR_INDEX)
-            self._hash_indexes = loaded
+            descriptor_index = self._read_index(_DESCRIPTOR_INDEX)
+            with self._db_lock:
+                expected = self._expected_descriptor_count()
+            if descriptor_index.ntotal != expected:
+                self._rebuild_locked()
+                self.index_source = "rebuilt"
+                return
+            names = self._hasher_names()
+            if all(self._index_file_problem(name, generation) is None for name in names):
+                self._hash_indexes = {name: self._read_index(name) for name in names}
+                self.index_source = "loaded"
+            else:
+                # Only the small hash indexes are rebuilt (after their id layout changed, say):
+                # the descriptor index, trained and far larger, stays as it was.
+                hash_rows, read_generation = self._read_hash_rows()
+                if read_generation != generation:
+                    self._rebuild_locked()
+                    self.index_source = "rebuilt"
+                    return
+                self._hash_indexes = _hash_indexes_from_rows(hash_rows)
+                self._dirty = True
+                self.index_source = "rebuilt hash indexes"
+            self._descriptor_index = descriptor_index
             self._descriptor_trained_size = int(self._descriptor_index.ntotal)
             self._loaded_generation = generation
             self._apply_search_parameters()
-            self.index_source = "loaded"
 
     def _refresh_if_changed(self) -> None:
         """Reload when another process (or connection) changed the catalog since we loaded."""
@@ -786,7 +796,7 @@ class Catalog:
         stamp = json.loads(stamp_text)
         if stamp.get("generation") != generation:
             return f"stale (generation {stamp.get('generation')}, database {generation})"
-        if stamp.get("layout", 1) != _INDEX_LAYOUT:
+        if name != _DESCRIPTOR_INDEX and stamp.get("layout", 1) != _INDEX_LAYOUT:
             return f"id layout {stamp.get('layout', 1)}, this imgmatch uses {_INDEX_LAYOUT}"
         if not path.is_file():
             return "missing"
@@ -828,6 +838,19 @@ class Catalog:
         with self._db_lock, self._transaction():
             self._set_meta(f"index.{name}", json.dumps(stamp, sort_keys=True))
 
+    def _read_hash_rows(self) -> tuple[list[Any], int]:
+        """Every stored hash row, and the generation they were read at (one snapshot)."""
+        with self._db_lock:
+            self._db.execute("BEGIN")
+            try:
+                generation = self._generation()
+                rows = self._db.execute(
+                    "SELECT reference_id, hasher, code FROM hash ORDER BY reference_id"
+                ).fetchall()
+            finally:
+                self._db.execute("COMMIT")
+        return rows, generation
+
     def _rebuild_locked(self) -> None:
         """Build every index from SQLite. Caller holds the index write lock."""
         with self._db_lock:
@@ -843,19 +866,7 @@ class Catalog:
                 ).fetchall()
             finally:
                 self._db.execute("COMMIT")
-        by_hasher: dict[str, tuple[list[NDArray[np.int64]], list[bytes]]] = {}
-        for reference_id, hasher, code in hash_rows:
-            ids, codes = by_hasher.setdefault(hasher, ([], []))
-            ids.append(hash_entry_ids(reference_id, len(code) // (HASH_BITS // 8)))
-            codes.append(code)
-        self._hash_indexes = {}
-        for hasher, (ids, codes) in by_hasher.items():
-            index = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(HASH_BITS))
-            index.add_with_ids(
-                np.frombuffer(b"".join(codes), np.uint8).reshape(-1, HASH_BITS // 8),
-                np.concatenate(ids),
-            )
-            self._hash_indexes[hasher] = index
+        self._hash_indexes = _hash_indexes_from_rows(hash_rows)
         total = sum(int(row[2]) for row in view_rows)
         descriptors = np.empty((total, DESCRIPTOR_BYTES), dtype=np.uint8)
         descriptor_ids = np.empty(total, dtype=np.int64)
@@ -959,6 +970,25 @@ class Catalog:
                 np.ascontiguousarray(features.descriptors, dtype=np.uint8),
                 descriptor_id(reference_id, view, 0) + np.arange(len(features), dtype=np.int64),
             )
+
+
+def _hash_indexes_from_rows(rows: Sequence[Any]) -> dict[str, Any]:
+    """One FAISS index per hasher from stored (reference id, hasher, code) rows; a code holds
+    one 8-byte hash per variant (one for references stored before schema 3, else 8)."""
+    by_hasher: dict[str, tuple[list[NDArray[np.int64]], list[bytes]]] = {}
+    for reference_id, hasher, code in rows:
+        ids, codes = by_hasher.setdefault(hasher, ([], []))
+        ids.append(hash_entry_ids(reference_id, len(code) // (HASH_BITS // 8)))
+        codes.append(code)
+    indexes = {}
+    for hasher, (ids, codes) in by_hasher.items():
+        index = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(HASH_BITS))
+        index.add_with_ids(
+            np.frombuffer(b"".join(codes), np.uint8).reshape(-1, HASH_BITS // 8),
+            np.concatenate(ids),
+        )
+        indexes[hasher] = index
+    return indexes
 
 
 def _search_in_list_order(index: Any, queries: NDArray[np.uint8], k: int) -> tuple[Any, Any]:
