@@ -182,9 +182,6 @@ def test_concurrent_adds_deletes_and_checks(live_server: LiveServer) -> None:
                 continue
             writes["added"] += 1
             time.sleep(local.random() * 0.2)
-            with lock:
-                # Marked before the request: a check sent after this may not report it.
-                deleted.add(reference["reference_id"])
             status, _ = _request(
                 f"{url}/v1/references/{reference['reference_id']}",
                 "DELETE",
@@ -192,6 +189,11 @@ def test_concurrent_adds_deletes_and_checks(live_server: LiveServer) -> None:
             )
             if status != 200:
                 failures.append(f"delete {status}")
+            with lock:
+                # Marked once the delete has answered: a check sent after this may not report
+                # it. (Marked before the request, a check sent meanwhile could be served before
+                # the delete, and rightly report the reference.)
+                deleted.add(reference["reference_id"])
             writes["deleted"] += 1
 
     def checker() -> None:
