@@ -575,8 +575,8 @@ class Catalog:
                     self._db.execute(_ADD_SIGNATURE_COLUMN)
                 if self._meta("schema_version") in ("1", "2"):
                     # Older references keep their one hash variant until fingerprinted again
-                    # (their signature is older too); the index files are rebuilt for the new
-                    # ids (`_INDEX_LAYOUT`).
+                    # (their signature is older too); the hash index files are rebuilt for the
+                    # new ids (`_INDEX_LAYOUT`).
                     self._set_meta("schema_version", str(SCHEMA_VERSION))
         elif int(version) != SCHEMA_VERSION:
             raise CatalogError(
@@ -768,7 +768,7 @@ class Catalog:
             else:
                 # Only the small hash indexes are rebuilt (after their id layout changed, say):
                 # the descriptor index, trained and far larger, stays as it was.
-                hash_rows, read_generation = self._read_hash_rows()
+                read_generation, hash_rows, _ = self._read_fingerprint_rows(views=False)
                 if read_generation != generation:
                     self._rebuild_locked()
                     self.index_source = "rebuilt"
@@ -838,21 +838,8 @@ class Catalog:
         with self._db_lock, self._transaction():
             self._set_meta(f"index.{name}", json.dumps(stamp, sort_keys=True))
 
-    def _read_hash_rows(self) -> tuple[list[Any], int]:
-        """Every stored hash row, and the generation they were read at (one snapshot)."""
-        with self._db_lock:
-            self._db.execute("BEGIN")
-            try:
-                generation = self._generation()
-                rows = self._db.execute(
-                    "SELECT reference_id, hasher, code FROM hash ORDER BY reference_id"
-                ).fetchall()
-            finally:
-                self._db.execute("COMMIT")
-        return rows, generation
-
-    def _rebuild_locked(self) -> None:
-        """Build every index from SQLite. Caller holds the index write lock."""
+    def _read_fingerprint_rows(self, views: bool) -> tuple[int, list[Any], list[Any]]:
+        """(generation, every hash row, every feature-view row if `views`), one snapshot."""
         with self._db_lock:
             self._db.execute("BEGIN")
             try:
@@ -860,12 +847,21 @@ class Catalog:
                 hash_rows = self._db.execute(
                     "SELECT reference_id, hasher, code FROM hash ORDER BY reference_id"
                 ).fetchall()
-                view_rows = self._db.execute(
-                    "SELECT reference_id, view, count, descriptors FROM feature_view "
-                    "ORDER BY reference_id, view"
-                ).fetchall()
+                view_rows = (
+                    self._db.execute(
+                        "SELECT reference_id, view, count, descriptors FROM feature_view "
+                        "ORDER BY reference_id, view"
+                    ).fetchall()
+                    if views
+                    else []
+                )
             finally:
                 self._db.execute("COMMIT")
+        return generation, hash_rows, view_rows
+
+    def _rebuild_locked(self) -> None:
+        """Build every index from SQLite. Caller holds the index write lock."""
+        generation, hash_rows, view_rows = self._read_fingerprint_rows(views=True)
         self._hash_indexes = _hash_indexes_from_rows(hash_rows)
         total = sum(int(row[2]) for row in view_rows)
         descriptors = np.empty((total, DESCRIPTOR_BYTES), dtype=np.uint8)
