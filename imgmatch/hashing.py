@@ -153,13 +153,9 @@ DIHEDRALS: tuple[Dihedral, ...] = (
 )
 
 
-def gray_thumbnail(image: RGBImage) -> Image.Image:
-    """Shrink an RGB image to the square gray thumbnail every hasher starts from."""
-    return thumbnail_of_gray(to_gray(image))
-
-
-def thumbnail_of_gray(gray: GrayImage) -> Image.Image:
-    """Shrink a gray image to the square thumbnail every hasher starts from.
+def gray_thumbnail(image: RGBImage | GrayImage) -> Image.Image:
+    """Shrink an RGB image, or its gray image (`to_gray`), to the square gray thumbnail every
+    hasher starts from.
 
     The image is first resampled to a square of whole blocks, then each block is averaged:
     both steps are mirror-symmetric, so a mirrored or flipped copy hashes like the original
@@ -169,6 +165,7 @@ def thumbnail_of_gray(gray: GrayImage) -> Image.Image:
     is longer than it, the slower way. OpenCV's area resize interpolates instead of averaging
     as soon as one axis grows, so it must not grow the other axis in the same step.
     """
+    gray = to_gray(image) if image.ndim == 3 else image
     height, width = gray.shape
     side = _THUMBNAIL_SIDE_PX * _THUMBNAIL_BLOCK_PX
     if max(height, width) > 2 * side:
@@ -188,7 +185,7 @@ def compute_hashes(
     Returns, per hasher name, a (variants, 8) uint8 array; row i is the hash of the image
     turned as a seller would by `DIHEDRALS[i]`.
     """
-    thumbnail = thumbnail_of_gray(to_gray(image) if image.ndim == 3 else image)
+    thumbnail = gray_thumbnail(image)
     turns = [d.turn for d in DIHEDRALS[:variants]]
     return {name: HASHERS[name].compute_variants(thumbnail, turns) for name in hasher_names}
 
