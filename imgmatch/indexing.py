@@ -134,16 +134,21 @@ def index_references(
         skipped=discovery.skipped, unsupported=discovery.unsupported, catalog=str(catalog.directory)
     )
     progress.start(len(discovery.files))
-    planned: list[_Planned] = []
-    run_paths = {str(p) for p in discovery.files}
     signature = fingerprint_signature(config)
+    found: list[_Found] = []
     for path in discovery.files:
         try:
-            plan = _plan(catalog, path, metadata, run_paths, signature)
+            found.append(_inspect(catalog, path, metadata, signature))
         except OSError as exc:
             _fail(report, path, f"{path}: cannot read ({exc.strerror or exc})", "unreadable file")
             progress.advance(failed=True)
-            continue
+    # Every plan sees the bytes every file of the run holds now: files renumbered or swapped
+    # take each other's references, which a file-by-file plan would get wrong.
+    holders = {str(f.path): f.sha256 for f in found}
+    held = set(holders.values())
+    planned: list[_Planned] = []
+    for file in found:
+        plan = None if file.unchanged else _plan(catalog, file, holders, held, signature)
         if plan is None:
             report.unchanged += 1
             progress.advance()
@@ -204,35 +209,64 @@ def prune_references(catalog: Catalog, paths: Sequence[Path]) -> list[Reference]
     return removed
 
 
-def _plan(
-    catalog: Catalog,
-    path: Path,
-    metadata: dict[Path, ReferenceMetadata],
-    run_paths: set[str],
-    signature: str,
-) -> _Planned | None:
+@dataclass(frozen=True)
+class _Found:
+    """A file of the run as it is on disk, and the reference its path had (`known`)."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+    sha256: str
+    meta: ReferenceMetadata
+    known: Reference | None
+    # Same size, mtime, metadata and fingerprint signature as `known`: nothing to do.
+    unchanged: bool
+
+
+def _inspect(
+    catalog: Catalog, path: Path, metadata: dict[Path, ReferenceMetadata], signature: str
+) -> _Found:
     info = path.stat()
     meta = metadata.get(path.resolve()) or ReferenceMetadata(path.stem, "", {})
     known = catalog.find_by_path(str(path))
     stat = (info.st_size, info.st_mtime_ns)
     if known is not None and (known.file_size, known.file_mtime_ns) == stat:
         described = (known.design, known.brand, known.metadata)
-        if described == (meta.design, meta.brand, meta.extra) and (
+        unchanged = described == (meta.design, meta.brand, meta.extra) and (
             known.fingerprint_signature == signature
-        ):
-            return None
-        # Only the metadata or the fingerprint signature differ: the bytes are trusted
-        # unchanged, as just above, not read again (a version change would otherwise hash
-        # every file of the catalog here, one at a time).
+        )
+        # The bytes are trusted unchanged, not read again, even where the metadata or the
+        # fingerprint signature differ (a version change would otherwise hash every file of
+        # the catalog here, one at a time).
         sha256 = known.sha256
     else:
-        sha256 = sha256_file(path)
+        sha256, unchanged = sha256_file(path), False
+    return _Found(path, info.st_size, info.st_mtime_ns, sha256, meta, known, unchanged)
+
+
+def _plan(
+    catalog: Catalog, file: _Found, holders: dict[str, str], held: set[str], signature: str
+) -> _Planned | None:
+    """What `file` needs written, given the bytes each file of the run holds (`holders`,
+    path -> sha256; `held`, its values); None if nothing."""
+    path, known, sha256 = str(file.path), file.known, file.sha256
+    # The path's old reference goes when its bytes changed and no file of the run holds the
+    # old bytes any more; where one does, that file's plan takes the reference over.
+    replaces = (
+        known.reference_id
+        if known is not None and known.sha256 != sha256 and known.sha256 not in held
+        else None
+    )
     stored = catalog.find_by_sha256(sha256)
-    if stored is not None and stored.path != str(path) and stored.path in run_paths:
-        # The same bytes under another path of this run: that path keeps the reference, or
-        # the two would take it from each other on every run.
+    if (
+        stored is not None
+        and stored.path != path
+        and holders.get(stored.path) == sha256
+        and replaces is None
+    ):
+        # The same bytes under another path of this run, which still holds them: that path
+        # keeps the reference, or the two would take it from each other on every run.
         return None
-    replaces = known.reference_id if known is not None and known.sha256 != sha256 else None
     # The same bytes, fingerprinted another way: fingerprint them again in place of the old
     # entry. (Where this path also held other bytes, that entry goes first and the stale one
     # is refreshed; the next run, finding it under this path, fingerprints it again.)
@@ -241,13 +275,13 @@ def _plan(
         replaces = stored.reference_id
     entry = NewReference(
         fingerprint=None,
-        path=str(path),
+        path=path,
         sha256=sha256,
-        design=meta.design,
-        brand=meta.brand,
-        metadata=meta.extra,
-        file_size=info.st_size,
-        file_mtime_ns=info.st_mtime_ns,
+        design=file.meta.design,
+        brand=file.meta.brand,
+        metadata=file.meta.extra,
+        file_size=file.size,
+        file_mtime_ns=file.mtime_ns,
         replaces=replaces,
     )
     return _Planned(entry, needs_fingerprint=stored is None or stale, stale=stale)

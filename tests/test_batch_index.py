@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -117,6 +119,83 @@ def test_prune_removes_exactly_the_vanished_files(
     paths = {Path(p).name for p, _, _ in references_of(catalog)}
     assert paths == {"ref_0.jpg", "ref_2.jpg", "ref_4.jpg", "kept.jpg"}
     assert run("catalog", "verify", "--catalog", catalog)[0] == 0
+
+
+def index_summary(folder: Path, catalog: Path, *extra: str) -> dict:
+    summary = catalog.parent / "summary.json"
+    code, _, _ = run(
+        "index", folder, "--catalog", catalog, "--workers", "1", "--summary-json", summary, *extra
+    )
+    assert code == 0
+    return summary_of(summary)
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_files_renumbered_after_a_deletion_take_their_references_along(
+    photos: Path, tmp_path: Path
+) -> None:
+    catalog = tmp_path / "cat"
+    index_summary(photos, catalog)
+    deleted = sha256_of(photos / "ref_0.jpg")
+    (photos / "ref_0.jpg").unlink()
+    for number in range(1, 5):
+        (photos / f"ref_{number}.jpg").rename(photos / f"ref_{number - 1}.jpg")
+    result = index_summary(photos, catalog, "--prune")
+    # Every file holds bytes the catalog knows: nothing to fingerprint, four references moved.
+    assert (result["fingerprinted"], result["refreshed"]) == (0, 4)
+    assert references_of(catalog) == references_of(_fresh_index(photos, tmp_path))
+    assert deleted not in {sha for _, sha, _ in references_of(catalog)}
+    assert index_summary(photos, catalog)["unchanged"] == 4
+
+
+def test_two_files_that_swap_bytes_swap_references(photos: Path, tmp_path: Path) -> None:
+    catalog = tmp_path / "cat"
+    index_summary(photos, catalog)
+    (photos / "ref_0.jpg").rename(photos / "swap.jpg")
+    (photos / "ref_1.jpg").rename(photos / "ref_0.jpg")
+    (photos / "swap.jpg").rename(photos / "ref_1.jpg")
+    result = index_summary(photos, catalog)
+    assert (result["fingerprinted"], result["refreshed"], result["unchanged"]) == (0, 2, 3)
+    assert references_of(catalog) == references_of(_fresh_index(photos, tmp_path))
+    assert index_summary(photos, catalog)["unchanged"] == 5
+
+
+def test_a_file_overwritten_with_another_files_bytes_drops_its_old_reference(
+    photos: Path, tmp_path: Path
+) -> None:
+    catalog = tmp_path / "cat"
+    index_summary(photos, catalog)
+    overwritten = sha256_of(photos / "ref_0.jpg")
+    shutil.copyfile(photos / "ref_1.jpg", photos / "ref_0.jpg")
+    index_summary(photos, catalog)
+    stored = references_of(catalog)
+    assert overwritten not in {sha for _, sha, _ in stored}
+    assert len(stored) == 4
+    # The two files share one reference, and further runs leave it where it is.
+    assert index_summary(photos, catalog)["unchanged"] == 5
+    assert references_of(catalog) == stored
+
+
+def test_a_copy_of_a_file_in_the_same_folder_adds_nothing(photos: Path, tmp_path: Path) -> None:
+    catalog = tmp_path / "cat"
+    index_summary(photos, catalog)
+    shutil.copy2(photos / "ref_2.jpg", photos / "ref_2_copy.jpg")
+    for _ in range(2):
+        result = index_summary(photos, catalog)
+        assert (result["fingerprinted"], result["refreshed"], result["unchanged"]) == (0, 0, 6)
+    assert {Path(p).name for p, _, _ in references_of(catalog)} == {
+        f"ref_{n}.jpg" for n in range(5)
+    }
+
+
+def _fresh_index(folder: Path, tmp_path: Path) -> Path:
+    """The folder indexed into a new catalog: what an incremental run must end up equal to."""
+    fresh = tmp_path / "fresh"
+    index_summary(folder, fresh)
+    return fresh
 
 
 def test_without_prune_vanished_files_stay(photos: Path, tmp_path: Path) -> None:
