@@ -14,11 +14,11 @@ from imgmatch.bench.command import bench, calibrate
 from imgmatch.catalog import Catalog
 from imgmatch.checking import DEFAULT_DECODE_TIMEOUT_S, CheckOptions, completed_keys, run_check
 from imgmatch.detector import Detector
-from imgmatch.errors import CatalogError, ImgmatchError, MetadataError
+from imgmatch.errors import CatalogError, ImgmatchError, MetadataError, OutputError
 from imgmatch.indexing import DEFAULT_BATCH_SIZE, IndexOptions, index_references
 from imgmatch.parallel import default_workers
 from imgmatch.progress import make_progress
-from imgmatch.report import format_summary, open_sink
+from imgmatch.report import format_summary, open_sink, prepare_output, write_atomically
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -60,6 +60,17 @@ DecodeTimeoutOption = Annotated[
 ]
 
 
+def _prepare_outputs(*paths: Path | None) -> None:
+    """Refuse a run whose output files cannot be written, before it starts."""
+    try:
+        for path in paths:
+            if path is not None:
+                prepare_output(path)
+    except OutputError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from exc
+
+
 def _open_catalog(directory: Path | None, *, create: bool) -> Catalog:
     try:
         return Catalog(directory, create=create)
@@ -77,7 +88,7 @@ def _finish(summary: dict[str, Any], summary_json: Path | None) -> None:
     for line in format_summary(summary):
         err.print(line, highlight=False)
     if summary_json is not None:
-        summary_json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        write_atomically(summary_json, json.dumps(summary, indent=2) + "\n")
     incomplete = summary["failed"] or summary["skipped"]
     raise typer.Exit(EXIT_SOME_FAILED if incomplete else EXIT_OK)
 
@@ -101,6 +112,7 @@ def index(
     summary_json: SummaryOption = None,
 ) -> None:
     """Add reference photos (or refresh them) in the catalog; unchanged files are skipped."""
+    _prepare_outputs(summary_json)
     options = IndexOptions(workers or default_workers(), batch_size, prune, decode_timeout)
     with _open_catalog(catalog, create=True) as store:
         try:
@@ -158,6 +170,7 @@ def check(
     if resume and (output_format is not OutputFormat.jsonl or out is None):
         err.print("[red]error:[/red] --resume needs --format jsonl and --out FILE")
         raise typer.Exit(EXIT_USAGE)
+    _prepare_outputs(out, summary_json)
     options = CheckOptions(workers or default_workers(), min_score, decode_timeout_s=decode_timeout)
     with _open_catalog(catalog, create=False) as store:
         detector = Detector(store)

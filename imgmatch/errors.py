@@ -49,6 +49,10 @@ class BlankImageError(InvalidImageError):
     reason = "blank image"
 
 
+class OutputError(ImgmatchError):
+    """An output file (a report, a summary) cannot be written where it was asked."""
+
+
 class CatalogError(ImgmatchError):
     """The catalog cannot do what was asked (missing reference, unreadable database, ...)."""
 

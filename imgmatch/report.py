@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import secrets
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -15,6 +17,7 @@ from rich.table import Table
 
 from imgmatch.checking import CheckSummary, ListingResult
 from imgmatch.detector import CheckResult
+from imgmatch.errors import OutputError
 from imgmatch.html_report import render_html
 
 # The terminal summary names this many failed files per reason; --summary-json has them all.
@@ -151,7 +154,7 @@ class HtmlSink:
         if self.out is None:
             sys.stdout.write(page)
         else:
-            self.out.write_text(page, encoding="utf-8")
+            write_atomically(self.out, page)
 
 
 SINKS: dict[str, Callable[[Path | None, bool, Console], Any]] = {
@@ -160,6 +163,35 @@ SINKS: dict[str, Callable[[Path | None, bool, Console], Any]] = {
     "csv": lambda out, append, console: CsvSink(out, append=append),
     "html": lambda out, append, console: HtmlSink(out),
 }
+
+
+def prepare_output(path: Path) -> None:
+    """Make sure `path` can be written before a run starts, creating its folder if missing:
+    a run of hours must not end without its report. Raises `OutputError` saying why not."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot make its folder ({exc.strerror or exc})") from exc
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise OutputError(f"{path}: not writable")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` in one step: to a file beside it, then renamed over it. Whatever
+    fails on the way, `path` is either the old file, whole, or the new one."""
+    # Created by open(), not mkstemp, so the report gets the user's umask, not mode 0600.
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with temporary.open("x", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def open_sink(fmt: str, out: Path | None, *, append: bool = False) -> Any:

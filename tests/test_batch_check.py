@@ -154,6 +154,59 @@ def test_resume_needs_a_jsonl_file(catalog: Path, listings: Path) -> None:
     assert "--resume" in stderr
 
 
+@pytest.mark.parametrize("output_format", ["html", "jsonl", "csv"])
+def test_outputs_go_into_folders_made_for_them(
+    catalog: Path, listings: Path, tmp_path: Path, output_format: str
+) -> None:
+    out = tmp_path / "reports" / "2026-11" / f"report.{output_format}"
+    summary = tmp_path / "summaries" / "summary.json"
+    code, _, _ = run(
+        "check", listings / "a_copy.jpg", "--catalog", catalog, "--format", output_format,
+        "--out", out, "--summary-json", summary, "-q", "--workers", "1",
+    )  # fmt: skip
+    assert code == 0
+    assert "a_copy.jpg" in out.read_text(encoding="utf-8")
+    assert json.loads(summary.read_text(encoding="utf-8"))["flagged"] == 1
+
+
+@pytest.mark.parametrize("option", ["--out", "--summary-json"])
+def test_an_output_that_cannot_be_written_stops_the_check_before_it_starts(
+    catalog: Path, listings: Path, tmp_path: Path, option: str
+) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder\n", encoding="utf-8")
+    for target in (blocker / "report.html", tmp_path):
+        code, stdout, stderr = run(
+            "check", listings, "--catalog", catalog, "--format", "html", option, target,
+            "--workers", "1",
+        )  # fmt: skip
+        assert code == 2, stderr
+        assert f"error: {target}" in " ".join(stderr.split())
+        # Refused before any listing was checked: no progress, no summary.
+        assert "processed" not in stderr and stdout == ""
+
+
+def test_a_failed_html_write_leaves_the_previous_report_whole(
+    catalog: Path, listings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = tmp_path / "report.html"
+    report.write_text("<html>yesterday's report</html>\n", encoding="utf-8")
+
+    def disk_full(source: object, target: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    # The new report is written aside and moved over the old one in one step: whatever fails
+    # on the way, the old report is whole and nothing half-written is left behind.
+    monkeypatch.setattr("imgmatch.report.os.replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        run(
+            "check", listings / "a_copy.jpg", "--catalog", catalog, "--format", "html",
+            "--out", report, "-q", "--workers", "1",
+        )  # fmt: skip
+    assert report.read_text(encoding="utf-8") == "<html>yesterday's report</html>\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
 class _BalancedHTML(HTMLParser):
     VOID = frozenset({"meta", "img", "br", "hr", "input", "link", "source"})
 

@@ -198,6 +198,15 @@ def _fresh_index(folder: Path, tmp_path: Path) -> Path:
     return fresh
 
 
+def test_index_makes_the_folder_of_its_summary(photos: Path, tmp_path: Path) -> None:
+    summary = tmp_path / "logs" / "2026-11-30" / "index.json"
+    code, _, _ = run(
+        "index", photos, "--catalog", tmp_path / "cat", "--workers", "1", "--summary-json", summary
+    )
+    assert code == 0
+    assert summary_of(summary)["added"] == 5
+
+
 def test_without_prune_vanished_files_stay(photos: Path, tmp_path: Path) -> None:
     catalog = tmp_path / "cat"
     run("index", photos, "--catalog", catalog, "--workers", "1")
