@@ -9,6 +9,7 @@ import os
 import secrets
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -146,7 +147,10 @@ class HtmlSink:
         return None
 
     def write(self, item: ListingResult) -> None:
-        self.items.append(item)
+        # Held until the run ends, and the page shows no correspondences: 400 bench listings
+        # (200 flagged) held 14.1 MB with them, 2.8 MB without (tracemalloc).
+        matches = tuple(replace(match, correspondences=()) for match in item.result.matches)
+        self.items.append(replace(item, result=replace(item.result, matches=matches)))
 
     def close(self, summary: CheckSummary) -> None:
         base = self.out.resolve().parent if self.out is not None else Path.cwd()
