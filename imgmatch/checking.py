@@ -115,7 +115,7 @@ def check_listings(
 ) -> Iterator[ListingResult]:
     """Check `listings` and yield their results in input order."""
     outcomes = fingerprint_files(
-        [listing.path for listing in listings],
+        [listing.path for listing in listings if listing.unreadable is None],
         "listing",
         workers=options.workers,
         config=detector.config,
@@ -126,8 +126,15 @@ def check_listings(
         in_flight=2 * options.search_batch_listings + 2 * options.workers,
     )
     batch: list[tuple[ListingInput, FingerprintOutcome]] = []
-    for item in zip(listings, outcomes, strict=True):
-        batch.append(item)
+    for listing in listings:
+        if listing.unreadable is None:
+            outcome = next(outcomes)
+        else:
+            error = f"{listing.path}: {listing.unreadable}"
+            outcome = FingerprintOutcome(
+                listing.path, None, error=error, error_type=listing.unreadable
+            )
+        batch.append((listing, outcome))
         if len(batch) >= options.search_batch_listings:
             yield from _check_batch(detector, batch, options.min_score)
             batch = []
@@ -182,8 +189,9 @@ def _error_result(label: str, outcome: FingerprintOutcome) -> CheckResult:
     )
 
 
-def completed_keys(jsonl_path: Path) -> set[str]:
-    """Listings already in a jsonl output (by listing_id, else path), for `--resume`.
+def completed_keys(jsonl_path: Path) -> set[tuple[str, str]]:
+    """Results already in a jsonl output, as `ListingInput.key`s (listing_id, path), for
+    `--resume`.
 
     A last line cut short by a crash is removed from the file, so the run appends after the
     last complete result.
@@ -195,7 +203,7 @@ def completed_keys(jsonl_path: Path) -> set[str]:
     if len(complete) != len(data):
         with jsonl_path.open("r+b") as stream:
             stream.truncate(len(complete))
-    keys = set()
+    keys: set[tuple[str, str]] = set()
     for number, line in enumerate(complete.splitlines(), start=1):
         if not line.strip():
             continue
@@ -203,9 +211,9 @@ def completed_keys(jsonl_path: Path) -> set[str]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ResumeError(f"{jsonl_path}:{number}: not a jsonl result ({exc})") from exc
-        key = record.get("listing_id", record.get("path"))
-        if key is not None:
-            keys.add(str(key))
+        if not isinstance(record, dict) or "path" not in record:
+            raise ResumeError(f"{jsonl_path}:{number}: not a jsonl result (no path)")
+        keys.add((str(record.get("listing_id", "")), str(record["path"])))
     return keys
 
 
@@ -215,7 +223,7 @@ def run_check(
     sink: ResultSink,
     *,
     manifests: Sequence[Path] = (),
-    done: Iterable[str] = (),
+    done: Iterable[tuple[str, str]] = (),
     options: CheckOptions | None = None,
     progress: ProgressReporter | None = None,
 ) -> CheckSummary:

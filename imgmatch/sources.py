@@ -175,11 +175,15 @@ class ListingInput:
     path: Path
     listing_id: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # Why the file cannot be read (a manifest row naming a missing file, a FIFO, ...): the
+    # listing is reported with this error instead of being passed over.
+    unreadable: str | None = None
 
     @property
-    def key(self) -> str:
-        """What identifies this listing in an output file (for `--resume`)."""
-        return self.listing_id if self.listing_id is not None else str(self.path)
+    def key(self) -> tuple[str, str]:
+        """What identifies this result in an output file (for `--resume`): a listing may have
+        several photos, each one result."""
+        return (self.listing_id or "", str(self.path))
 
 
 @dataclass
@@ -210,7 +214,8 @@ def gather_listings(paths: Sequence[Path], manifests: Sequence[Path] = ()) -> Li
     """Listings from files and folders (as `discover_images`) and from manifest CSVs.
 
     A manifest's rows are taken as given (any extension; the decoder decides); a row whose file
-    is missing or not a regular file is skipped with a reason.
+    is missing or not a regular file is kept as an unreadable listing, so that every row gets a
+    result.
     """
     discovery = discover_images(paths)
     found = ListingSet(
@@ -224,6 +229,10 @@ def gather_listings(paths: Sequence[Path], manifests: Sequence[Path] = ()) -> Li
         extra_columns += [c for c in columns if c not in extra_columns]
         for listing_id, path, extra in rows:
             row_files = discover_images([path])
+            refused = [s for s in row_files.skipped if s.path == path]
+            if refused:
+                found.listings.append(ListingInput(path, listing_id, extra, refused[0].reason))
+                continue
             found.skipped += row_files.skipped
             found.listings += [ListingInput(p, listing_id, extra) for p in row_files.files]
     found.extra_columns = tuple(extra_columns)

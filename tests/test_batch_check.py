@@ -148,6 +148,58 @@ def test_resume_after_a_crash_gives_the_same_jsonl_as_one_run(
     assert without_timing(read) == without_timing([json.loads(line) for line in lines])
 
 
+def test_every_manifest_row_gets_a_result_even_when_its_file_is_missing(
+    catalog: Path, listings: Path, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "listing_id,path,seller\n"
+        f"L-1,{listings / 'a_copy.jpg'},shop42\n"
+        "L-2,photos/gone.jpg,shop43\n"
+        f"L-3,{listings / 'd_unrelated_0.png'},shop44\n",
+        encoding="utf-8",
+    )
+    out, summary = tmp_path / "results.csv", tmp_path / "summary.json"
+    code, _, _ = run(
+        "check", "--manifest", manifest, "--catalog", catalog, "--format", "csv", "--out", out,
+        "--summary-json", summary, "-q", "--workers", "1",
+    )  # fmt: skip
+    assert code == 1
+    with out.open(newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [(r["listing_id"], r["status"], r["seller"]) for r in rows] == [
+        ("L-1", "ok", "shop42"),
+        ("L-2", "error", "shop43"),
+        ("L-3", "ok", "shop44"),
+    ]
+    assert "no such file" in rows[1]["error"]
+    counts = json.loads(summary.read_text(encoding="utf-8"))
+    assert (counts["processed"], counts["failed"], counts["skipped"]) == (3, 1, 0)
+    assert counts["failures_by_reason"] == {
+        "no such file or folder": [str(tmp_path / "photos" / "gone.jpg")]
+    }
+
+
+def test_resume_of_a_listing_with_several_photos_checks_the_photos_not_yet_done(
+    catalog: Path, listings: Path, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "manifest.csv"
+    rows = ["a_copy.jpg", "b_mirrored.jpg", "sub/c_copy.jpg", "d_unrelated_1.png"]
+    manifest.write_text(
+        "listing_id,path\n" + "".join(f"L-7,{listings / name}\n" for name in rows),
+        encoding="utf-8",
+    )
+    whole, resumed = tmp_path / "whole.jsonl", tmp_path / "resumed.jsonl"
+    base = ("check", "--manifest", manifest, "--catalog", catalog, "--format", "jsonl", "-q")
+    run(*base, "--workers", "1", "--out", whole)
+    lines = whole.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert len(lines) == 4
+    resumed.write_text("".join(lines[:2]), encoding="utf-8")
+    run(*base, "--workers", "1", "--out", resumed, "--resume")
+    read = [json.loads(line) for line in resumed.read_text(encoding="utf-8").splitlines()]
+    assert without_timing(read) == without_timing([json.loads(line) for line in lines])
+
+
 def test_resume_needs_a_jsonl_file(catalog: Path, listings: Path) -> None:
     code, _, stderr = run("check", listings, "--catalog", catalog, "--format", "csv", "--resume")
     assert code == 2
