@@ -21,6 +21,8 @@ from imgmatch.progress import make_progress
 from imgmatch.report import format_summary, open_sink, prepare_output, write_atomically
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+# The shell's code for a command stopped by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
 
 app = typer.Typer(
     help="Find listing photos that copy protected designs.",
@@ -126,6 +128,12 @@ def index(
         except MetadataError as exc:
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(EXIT_USAGE) from exc
+        except KeyboardInterrupt as exc:
+            err.print(
+                "[yellow]interrupted:[/yellow] every committed batch is kept; run the same "
+                "command again to continue"
+            )
+            raise typer.Exit(EXIT_INTERRUPTED) from exc
     for path, reason in report.failed:
         err.print(f"[yellow]failed:[/yellow] {path}: {reason}", highlight=False)
     again = f" ({report.refingerprinted} fingerprinted again)" if report.refingerprinted else ""
@@ -194,6 +202,14 @@ def check(
         except ImgmatchError as exc:
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(EXIT_USAGE) from exc
+        except KeyboardInterrupt as exc:
+            kept = (
+                f"the results so far are in {out}; add --resume to the same command to continue"
+                if output_format is OutputFormat.jsonl and out is not None
+                else "use --format jsonl --out FILE to keep results across an interruption"
+            )
+            err.print(f"[yellow]interrupted:[/yellow] {kept}", highlight=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from exc
     _finish(summary.to_dict(), summary_json)
 
 

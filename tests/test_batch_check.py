@@ -200,6 +200,29 @@ def test_resume_of_a_listing_with_several_photos_checks_the_photos_not_yet_done(
     assert without_timing(read) == without_timing([json.loads(line) for line in lines])
 
 
+@pytest.mark.parametrize(
+    ("output_format", "hint"), [("jsonl", "--resume"), ("csv", "--format jsonl --out FILE")]
+)
+def test_ctrl_c_says_how_to_continue(
+    catalog: Path,
+    listings: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    output_format: str,
+    hint: str,
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("imgmatch.cli.run_check", interrupted)
+    out = tmp_path / f"results.{output_format}"
+    code, _, stderr = run(
+        "check", listings, "--catalog", catalog, "--format", output_format, "--out", out, "-q"
+    )
+    assert code == 130
+    assert "interrupted" in stderr and hint in " ".join(stderr.split())
+
+
 def test_resume_needs_a_jsonl_file(catalog: Path, listings: Path) -> None:
     code, _, stderr = run("check", listings, "--catalog", catalog, "--format", "csv", "--resume")
     assert code == 2

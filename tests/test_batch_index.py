@@ -207,6 +207,18 @@ def test_index_makes_the_folder_of_its_summary(photos: Path, tmp_path: Path) -> 
     assert summary_of(summary)["added"] == 5
 
 
+def test_ctrl_c_during_index_says_the_next_run_continues(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("imgmatch.cli.index_references", interrupted)
+    code, _, stderr = run("index", photos, "--catalog", tmp_path / "cat")
+    assert code == 130
+    assert "run the same command again to continue" in " ".join(stderr.split())
+
+
 def test_without_prune_vanished_files_stay(photos: Path, tmp_path: Path) -> None:
     catalog = tmp_path / "cat"
     run("index", photos, "--catalog", catalog, "--workers", "1")
