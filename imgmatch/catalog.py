@@ -366,13 +366,14 @@ class Catalog:
                 self._rebuild_locked()
         return reference
 
-    def find_by_path(self, path: str) -> Reference | None:
-        """The newest reference stored under exactly this path, or None."""
+    def find_by_path(self, path: str) -> list[Reference]:
+        """Every reference stored under exactly this path, newest first (a run of `index`
+        stopped between two batches of moved files can leave two)."""
         with self._db_lock:
-            row = self._db.execute(
-                "SELECT id FROM reference WHERE path = ? ORDER BY id DESC LIMIT 1", (path,)
-            ).fetchone()
-            return self._get_locked(row[0]) if row else None
+            rows = self._db.execute(
+                "SELECT id FROM reference WHERE path = ? ORDER BY id DESC", (path,)
+            ).fetchall()
+            return [self._get_locked(row[0]) for row in rows]
 
     def design_codes(self) -> NDArray[np.int64]:
         """A number per design, indexed by reference id (-1: no such reference).

@@ -10,6 +10,7 @@ picks up exactly what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import defaultdict
@@ -20,6 +21,7 @@ from typing import Any
 
 from imgmatch.catalog import Catalog, NewReference, Reference, sha256_file
 from imgmatch.config import DetectorConfig, ImageLimits
+from imgmatch.errors import ReferenceNotFoundError
 from imgmatch.fingerprint import fingerprint_signature
 from imgmatch.parallel import fingerprint_files
 from imgmatch.progress import ProgressReporter, SilentProgress
@@ -54,6 +56,9 @@ class IndexReport:
     refreshed: int = 0
     unchanged: int = 0
     pruned: int = 0
+    # References under a path of the run whose bytes no file of the run holds any more, left
+    # by a run stopped between batches or by two files changed to the same new bytes.
+    removed: int = 0
     fingerprinted: int = 0
     # Of those fingerprinted, files already stored but fingerprinted by another imgmatch version
     # or with other settings (see `fingerprint_signature`).
@@ -85,6 +90,7 @@ class IndexReport:
             "fingerprinted": self.fingerprinted,
             "refingerprinted": self.refingerprinted,
             "pruned": self.pruned,
+            "removed": self.removed,
             "failed": len(self.failed),
             "skipped": len(self.skipped),
             "unsupported": self.unsupported,
@@ -157,6 +163,7 @@ def index_references(
     for _ in range(_dedupe_within_run(planned)):
         report.unchanged += 1
         progress.advance()
+    report.removed = _remove_leftovers(catalog, found, held, planned)
     known = [p.entry for p in planned if not p.needs_fingerprint]
     for start in range(0, len(known), options.batch_size):
         batch = known[start : start + options.batch_size]
@@ -218,9 +225,14 @@ class _Found:
     mtime_ns: int
     sha256: str
     meta: ReferenceMetadata
-    known: Reference | None
+    # The references stored under this path, newest first; `known` is the newest.
+    stored_here: list[Reference]
     # Same size, mtime, metadata and fingerprint signature as `known`: nothing to do.
     unchanged: bool
+
+    @property
+    def known(self) -> Reference | None:
+        return self.stored_here[0] if self.stored_here else None
 
 
 def _inspect(
@@ -228,7 +240,8 @@ def _inspect(
 ) -> _Found:
     info = path.stat()
     meta = metadata.get(path.resolve()) or ReferenceMetadata(path.stem, "", {})
-    known = catalog.find_by_path(str(path))
+    stored_here = catalog.find_by_path(str(path))
+    known = stored_here[0] if stored_here else None
     stat = (info.st_size, info.st_mtime_ns)
     if known is not None and (known.file_size, known.file_mtime_ns) == stat:
         described = (known.design, known.brand, known.metadata)
@@ -241,7 +254,7 @@ def _inspect(
         sha256 = known.sha256
     else:
         sha256, unchanged = sha256_file(path), False
-    return _Found(path, info.st_size, info.st_mtime_ns, sha256, meta, known, unchanged)
+    return _Found(path, info.st_size, info.st_mtime_ns, sha256, meta, stored_here, unchanged)
 
 
 def _plan(
@@ -258,14 +271,10 @@ def _plan(
         else None
     )
     stored = catalog.find_by_sha256(sha256)
-    if (
-        stored is not None
-        and stored.path != path
-        and holders.get(stored.path) == sha256
-        and replaces is None
-    ):
+    if stored is not None and stored.path != path and holders.get(stored.path) == sha256:
         # The same bytes under another path of this run, which still holds them: that path
-        # keeps the reference, or the two would take it from each other on every run.
+        # keeps the reference, or the two would take it from each other on every run. (This
+        # path's old reference, if its bytes are gone, is one of `_remove_leftovers`'.)
         return None
     # The same bytes, fingerprinted another way: fingerprint them again in place of the old
     # entry. (Where this path also held other bytes, that entry goes first and the stale one
@@ -285,6 +294,30 @@ def _plan(
         replaces=replaces,
     )
     return _Planned(entry, needs_fingerprint=stored is None or stale, stale=stale)
+
+
+def _remove_leftovers(
+    catalog: Catalog, found: list[_Found], held: set[str], planned: list[_Planned]
+) -> int:
+    """Remove the references stored under a path of the run whose bytes no file of the run
+    holds any more, other than those a planned entry replaces; returns how many.
+
+    A changed file's old reference normally goes with its replacement, in one transaction.
+    These are the rest: a file whose new bytes another file of the run already has (it gets no
+    entry of its own), and an older reference under a path that a run stopped between two
+    batches of moves left behind, which no plan sees (plans look at the newest).
+    """
+    replaced = {p.entry.replaces for p in planned}
+    leftovers = {
+        reference.reference_id
+        for file in found
+        for reference in file.stored_here
+        if reference.sha256 not in held and reference.reference_id not in replaced
+    }
+    for reference_id in sorted(leftovers):
+        with contextlib.suppress(ReferenceNotFoundError):
+            catalog.remove(reference_id)
+    return len(leftovers)
 
 
 def _dedupe_within_run(planned: list[_Planned]) -> int:

@@ -208,7 +208,16 @@ def format_summary(data: dict[str, Any]) -> list[str]:
     counts = (
         ("processed", "flagged", "failed", "skipped", "unsupported", "resumed")
         if data["command"] == "check"
-        else ("processed", "added", "refreshed", "unchanged", "pruned", "failed", "skipped")
+        else (
+            "processed",
+            "added",
+            "refreshed",
+            "unchanged",
+            "pruned",
+            "removed",
+            "failed",
+            "skipped",
+        )
     )
     rate = data.get("images_per_s", data.get("files_per_s", 0.0))
     lines = [

@@ -13,11 +13,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from imgmatch import indexing
 from imgmatch.catalog import DATABASE_NAME, Catalog
 from imgmatch.config import DetectorConfig, ImageLimits
 from imgmatch.parallel import DecodeTimeoutError, FileFingerprinter
@@ -168,15 +170,60 @@ def test_a_file_overwritten_with_another_files_bytes_drops_its_old_reference(
 ) -> None:
     catalog = tmp_path / "cat"
     index_summary(photos, catalog)
-    overwritten = sha256_of(photos / "ref_0.jpg")
-    shutil.copyfile(photos / "ref_1.jpg", photos / "ref_0.jpg")
-    index_summary(photos, catalog)
+    overwritten = sha256_of(photos / "ref_1.jpg")
+    shutil.copyfile(photos / "ref_0.jpg", photos / "ref_1.jpg")
+    result = index_summary(photos, catalog)
+    assert (result["fingerprinted"], result["removed"]) == (0, 1)
     stored = references_of(catalog)
     assert overwritten not in {sha for _, sha, _ in stored}
-    assert len(stored) == 4
-    # The two files share one reference, and further runs leave it where it is.
+    # The two files share one reference, where it was: under ref_0, as a fresh index has it.
+    assert stored == references_of(_fresh_index(photos, tmp_path))
     assert index_summary(photos, catalog)["unchanged"] == 5
     assert references_of(catalog) == stored
+
+
+def test_two_files_overwritten_with_the_same_new_bytes_leave_no_old_reference(
+    photos: Path, tmp_path: Path, make_photo: Callable[..., np.ndarray],
+    write_image: Callable[..., Path],
+) -> None:  # fmt: skip
+    catalog = tmp_path / "cat"
+    index_summary(photos, catalog)
+    new = write_image(tmp_path / "new.jpg", make_photo(77, (320, 240)), quality=90)
+    for name in ("ref_1.jpg", "ref_2.jpg"):
+        shutil.copyfile(new, photos / name)
+    result = index_summary(photos, catalog)
+    assert (result["fingerprinted"], result["removed"]) == (1, 1)
+    assert references_of(catalog) == references_of(_fresh_index(photos, tmp_path))
+    assert index_summary(photos, catalog)["unchanged"] == 5
+
+
+def test_a_run_killed_between_batches_of_moves_leaves_no_reference_behind(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = tmp_path / "cat"
+    index_summary(photos, catalog)
+    (photos / "ref_0.jpg").rename(photos / "swap.jpg")
+    (photos / "ref_1.jpg").rename(photos / "ref_0.jpg")
+    (photos / "swap.jpg").rename(photos / "ref_1.jpg")
+    commit = indexing._commit
+    commits = 0
+
+    def killed_after_one_batch(*args: Any) -> None:
+        nonlocal commits
+        if commits == 1:
+            raise KeyboardInterrupt
+        commits += 1
+        commit(*args)
+
+    monkeypatch.setattr(indexing, "_commit", killed_after_one_batch)
+    assert run("index", photos, "--catalog", catalog, "--batch-size", "1")[0] == 130
+    monkeypatch.undo()
+    # ref_0 now holds both references; before the next run, ref_1's photo is deleted.
+    (photos / "ref_1.jpg").unlink()
+    result = index_summary(photos, catalog, "--prune")
+    assert result["fingerprinted"] == 0
+    assert references_of(catalog) == references_of(_fresh_index(photos, tmp_path))
+    assert index_summary(photos, catalog)["unchanged"] == 4
 
 
 def test_a_copy_of_a_file_in_the_same_folder_adds_nothing(photos: Path, tmp_path: Path) -> None:
