@@ -226,7 +226,7 @@ class _Found:
     sha256: str
     meta: ReferenceMetadata
     # The references stored under this path, newest first; `known` is the newest.
-    stored_here: list[Reference]
+    stored_here: tuple[Reference, ...]
     # Same size, mtime, metadata and fingerprint signature as `known`: nothing to do.
     unchanged: bool
 
@@ -240,7 +240,7 @@ def _inspect(
 ) -> _Found:
     info = path.stat()
     meta = metadata.get(path.resolve()) or ReferenceMetadata(path.stem, "", {})
-    stored_here = catalog.find_by_path(str(path))
+    stored_here = tuple(catalog.find_by_path(str(path)))
     known = stored_here[0] if stored_here else None
     stat = (info.st_size, info.st_mtime_ns)
     if known is not None and (known.file_size, known.file_mtime_ns) == stat:
