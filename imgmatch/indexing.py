@@ -321,12 +321,13 @@ def _remove_leftovers(
 
 
 def _dedupe_within_run(planned: list[_Planned]) -> int:
-    """Identical new files in one run: the first is fingerprinted, the rest are dropped (they
-    would each re-point the one reference to themselves). Returns how many were dropped."""
+    """Files of one run with the same bytes: the first keeps (or gets) the one reference, as a
+    fresh index would have it; the rest are dropped (each would re-point it to itself, the last
+    winning). Returns how many were dropped."""
     seen: set[str] = set()
     kept = []
     for plan in planned:
-        if plan.needs_fingerprint and plan.entry.sha256 in seen:
+        if plan.entry.sha256 in seen:
             continue
         seen.add(plan.entry.sha256)
         kept.append(plan)

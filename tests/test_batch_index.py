@@ -226,6 +226,19 @@ def test_a_run_killed_between_batches_of_moves_leaves_no_reference_behind(
     assert index_summary(photos, catalog)["unchanged"] == 4
 
 
+def test_copies_of_a_moved_file_leave_its_reference_with_the_first_of_them(
+    photos: Path, tmp_path: Path
+) -> None:
+    catalog = tmp_path / "cat"
+    index_summary(photos, catalog)
+    for name in ("ref_2_copy_a.jpg", "ref_2_copy_b.jpg"):
+        shutil.copy2(photos / "ref_2.jpg", photos / name)
+    (photos / "ref_2.jpg").unlink()
+    index_summary(photos, catalog)
+    assert references_of(catalog) == references_of(_fresh_index(photos, tmp_path))
+    assert index_summary(photos, catalog)["unchanged"] == 6
+
+
 def test_a_copy_of_a_file_in_the_same_folder_adds_nothing(photos: Path, tmp_path: Path) -> None:
     catalog = tmp_path / "cat"
     index_summary(photos, catalog)
