@@ -353,18 +353,35 @@ class Catalog:
 
     def remove(self, reference_id: int) -> Reference:
         """Delete a reference and its fingerprints; every other id stays as it was."""
+        return self.remove_many([reference_id], missing_ok=False)[0]
+
+    def remove_many(
+        self, reference_ids: Iterable[int], *, missing_ok: bool = True
+    ) -> list[Reference]:
+        """Delete references and their fingerprints in one transaction and one pass over the
+        search indexes (each pass scans an index whole: at 10,000 references, ~0.3 s); ids
+        already gone are passed over, or raise with `missing_ok` False. Returns those deleted."""
+        references, removed = [], []
         with self._db_lock, self._transaction():
-            reference = self._get_locked(reference_id)
-            views = self._delete_locked(reference_id)
+            for reference_id in reference_ids:
+                try:
+                    references.append(self._get_locked(reference_id))
+                except ReferenceNotFoundError:
+                    if missing_ok:
+                        continue
+                    raise
+                removed.append((reference_id, self._delete_locked(reference_id)))
+            if not removed:
+                return []
             generation = self._bump_generation()
         with self._index_lock.writing():
             if self._loaded_generation == generation - 1:
-                self._unindex([(reference_id, views)])
+                self._unindex(removed)
                 self._loaded_generation = generation
                 self._dirty = True
             else:
                 self._rebuild_locked()
-        return reference
+        return references
 
     def find_by_path(self, path: str) -> list[Reference]:
         """Every reference stored under exactly this path, newest first (a run of `index`

@@ -10,7 +10,6 @@ picks up exactly what is missing.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections import defaultdict
@@ -21,7 +20,6 @@ from typing import Any
 
 from imgmatch.catalog import Catalog, NewReference, Reference, sha256_file
 from imgmatch.config import DetectorConfig, ImageLimits
-from imgmatch.errors import ReferenceNotFoundError
 from imgmatch.fingerprint import fingerprint_signature
 from imgmatch.parallel import fingerprint_files
 from imgmatch.progress import ProgressReporter, SilentProgress
@@ -56,8 +54,9 @@ class IndexReport:
     refreshed: int = 0
     unchanged: int = 0
     pruned: int = 0
-    # References under a path of the run whose bytes no file of the run holds any more, left
-    # by a run stopped between batches or by two files changed to the same new bytes.
+    # References under a path of the run whose bytes no file of the run holds any more and
+    # that no new reference replaced: left by a run stopped between batches, by a file changed
+    # to bytes another file has, or by one changed to bytes that cannot be fingerprinted.
     removed: int = 0
     fingerprinted: int = 0
     # Of those fingerprinted, files already stored but fingerprinted by another imgmatch version
@@ -181,10 +180,16 @@ def index_references(
         decode_timeout_s=options.decode_timeout_s,
     )
     pending: list[NewReference] = []
+    # Old references of files whose new bytes could not be fingerprinted: their bytes are
+    # gone all the same (a stale entry's are not: it is the same bytes, kept until they are).
+    orphaned: list[int] = []
     for outcome in outcomes:
         if outcome.fingerprint is None:
             _fail(report, outcome.path, outcome.error or "", outcome.error_type or "invalid image")
             progress.advance(failed=True)
+            replaces = entries[str(outcome.path)].replaces
+            if replaces is not None and str(outcome.path) not in stale_paths:
+                orphaned.append(replaces)
             continue
         report.fingerprinted += 1
         report.refingerprinted += int(str(outcome.path) in stale_paths)
@@ -193,6 +198,7 @@ def index_references(
         if len(pending) >= options.batch_size:
             _commit(catalog, pending, report)
     _commit(catalog, pending, report)
+    report.removed += len(catalog.remove_many(orphaned))
     progress.finish()
     if options.prune:
         report.pruned = len(prune_references(catalog, paths))
@@ -205,15 +211,15 @@ def prune_references(catalog: Catalog, paths: Sequence[Path]) -> list[Reference]
     """Remove the references stored under `paths` (a folder, or the file itself) whose files
     no longer exist; references stored elsewhere are never touched. Returns those removed."""
     roots = [os.path.abspath(p) for p in paths]
-    removed = []
+    vanished = []
     for reference in catalog.references():
         stored = os.path.abspath(reference.path)
         inside = any(
             stored == root or stored.startswith(root.rstrip(os.sep) + os.sep) for root in roots
         )
         if inside and not os.path.isfile(stored):
-            removed.append(catalog.remove(reference.reference_id))
-    return removed
+            vanished.append(reference.reference_id)
+    return catalog.remove_many(vanished)
 
 
 @dataclass(frozen=True)
@@ -314,10 +320,7 @@ def _remove_leftovers(
         for reference in file.stored_here
         if reference.sha256 not in held and reference.reference_id not in replaced
     }
-    for reference_id in sorted(leftovers):
-        with contextlib.suppress(ReferenceNotFoundError):
-            catalog.remove(reference_id)
-    return len(leftovers)
+    return len(catalog.remove_many(sorted(leftovers)))
 
 
 def _dedupe_within_run(planned: list[_Planned]) -> int:

@@ -239,6 +239,24 @@ def test_copies_of_a_moved_file_leave_its_reference_with_the_first_of_them(
     assert index_summary(photos, catalog)["unchanged"] == 6
 
 
+def test_a_photo_overwritten_with_an_unreadable_file_loses_its_reference(
+    photos: Path, tmp_path: Path
+) -> None:
+    catalog = tmp_path / "cat"
+    index_summary(photos, catalog)
+    overwritten = sha256_of(photos / "ref_1.jpg")
+    (photos / "ref_1.jpg").write_bytes(b"not a jpeg")
+    summary = tmp_path / "summary.json"
+    code, _, _ = run("index", photos, "--catalog", catalog, "--summary-json", summary)
+    assert code == 1
+    result = summary_of(summary)
+    assert (result["failed"], result["removed"]) == (1, 1)
+    assert overwritten not in {sha for _, sha, _ in references_of(catalog)}
+    fresh = tmp_path / "fresh"
+    assert run("index", photos, "--catalog", fresh)[0] == 1
+    assert references_of(catalog) == references_of(fresh)
+
+
 def test_a_copy_of_a_file_in_the_same_folder_adds_nothing(photos: Path, tmp_path: Path) -> None:
     catalog = tmp_path / "cat"
     index_summary(photos, catalog)

@@ -161,6 +161,26 @@ def test_remove_keeps_every_other_result_and_id(
     assert _strip_ids(after) == _strip_ids(fresh_snapshot)
 
 
+def test_remove_many_removes_all_at_once_and_passes_over_ids_gone(
+    tmp_path: Path, fingerprints: list[Fingerprint]
+) -> None:
+    with Catalog(tmp_path / "cat") as catalog:
+        outcomes = catalog.add_many([entry(fp, f"d{i}") for i, fp in enumerate(fingerprints)])
+        ids = [o.reference.reference_id for o in outcomes]
+        catalog.remove(ids[0])
+        removed = catalog.remove_many([ids[0], ids[1], ids[3]])
+        assert [r.reference_id for r in removed] == [ids[1], ids[3]]
+        assert [r.reference_id for r in catalog.references()] == [ids[2], *ids[4:]]
+        found = np.asarray(
+            catalog.search_descriptors(fingerprints[3].features.descriptors, 3).reference_ids
+        )
+        assert not np.isin(found, [*ids[:2], ids[3]]).any()
+        with pytest.raises(ReferenceNotFoundError):
+            catalog.remove_many([ids[2], ids[1]], missing_ok=False)
+        # Refused whole: the id that was there is still there.
+        assert catalog.get(ids[2]).reference_id == ids[2]
+
+
 def _strip_ids(snapshot: list[object]) -> list[object]:
     """Ids differ between two catalogs; distances and hit counts must not."""
     return [
