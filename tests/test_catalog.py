@@ -141,8 +141,7 @@ def test_remove_keeps_every_other_result_and_id(
     tmp_path: Path, fingerprints: list[Fingerprint]
 ) -> None:
     with Catalog(tmp_path / "cat") as catalog:
-        outcomes = catalog.add_many([entry(fp, f"d{i}") for i, fp in enumerate(fingerprints)])
-        ids = [o.reference.reference_id for o in outcomes]
+        ids = _add_all(catalog, fingerprints)
         removed = ids[2]
         catalog.remove(removed)
         with pytest.raises(ReferenceNotFoundError):
@@ -165,8 +164,7 @@ def test_remove_many_removes_all_at_once_and_passes_over_ids_gone(
     tmp_path: Path, fingerprints: list[Fingerprint]
 ) -> None:
     with Catalog(tmp_path / "cat") as catalog:
-        outcomes = catalog.add_many([entry(fp, f"d{i}") for i, fp in enumerate(fingerprints)])
-        ids = [o.reference.reference_id for o in outcomes]
+        ids = _add_all(catalog, fingerprints)
         catalog.remove(ids[0])
         removed = catalog.remove_many([ids[0], ids[1], ids[3]])
         assert [r.reference_id for r in removed] == [ids[1], ids[3]]
@@ -179,6 +177,12 @@ def test_remove_many_removes_all_at_once_and_passes_over_ids_gone(
             catalog.remove_many([ids[2], ids[1]], missing_ok=False)
         # Refused whole: the id that was there is still there.
         assert catalog.get(ids[2]).reference_id == ids[2]
+
+
+def _add_all(catalog: Catalog, fingerprints: list[Fingerprint]) -> list[int]:
+    """Add one reference per fingerprint (designs d0, d1, ...); their ids, in order."""
+    outcomes = catalog.add_many([entry(fp, f"d{i}") for i, fp in enumerate(fingerprints)])
+    return [o.reference.reference_id for o in outcomes]
 
 
 def _strip_ids(snapshot: list[object]) -> list[object]:
