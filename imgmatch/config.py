@@ -67,6 +67,19 @@ class DetectorConfig:
 
     # Geometric verification.
     ransac_reprojection_px: float = 6.0
+    # RANSAC stops after this many iterations, or sooner once it is this sure that no better
+    # model exists; a candidate's few hundred correspondences rarely need more than a few dozen.
+    ransac_max_iterations: int = 2000
+    ransac_confidence: float = 0.995
+    # A homography has more freedom than a similarity: it replaces the similarity only when it
+    # explains this many times as many inliers.
+    homography_min_inlier_gain: float = 1.1
+    # A reference shrunk below 1/max_area_scale of its area, or blown up beyond max_area_scale
+    # times, is no real copy.
+    max_area_scale: float = 400.0
+    # The mapped outline's longest over shortest side may exceed the reference's own aspect ratio
+    # by at most this factor: beyond, extreme perspective or a collapsed side.
+    max_side_ratio_over_aspect: float = 8.0
     min_inliers: int = 12
     min_inlier_ratio: float = 0.2
     # A weaker design whose inliers lie this much inside a stronger design's verified

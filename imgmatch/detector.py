@@ -30,19 +30,14 @@ from numpy.typing import NDArray
 from imgmatch.catalog import Catalog, DescriptorNeighbours, HashHit, Reference
 from imgmatch.config import DetectorConfig, ImageLimits
 from imgmatch.errors import InvalidImageError, ReferenceNotFoundError
-from imgmatch.features import (
-    DESCRIPTOR_BYTES,
-    NEXT_CORNER,
-    Verification,
-    clip_box,
-    verify_geometry,
-)
+from imgmatch.features import DESCRIPTOR_BYTES
 from imgmatch.fingerprint import (
     VIEW_MIRRORED,
     Fingerprint,
     Fingerprinter,
     fingerprint_signature,
 )
+from imgmatch.geometry import Verification, clip_box, share_inside, verify_geometry
 from imgmatch.hashing import DIHEDRALS
 from imgmatch.images import RGBImage, decode_image
 
@@ -479,7 +474,7 @@ class Detector:
             inlier_points = listing_points[free][candidate.verification.inlier_mask]
             if any(
                 other != design
-                and _share_inside(inlier_points, quad) >= self.config.max_explained_share
+                and share_inside(inlier_points, quad) >= self.config.max_explained_share
                 for other, quad in regions
             ):
                 # The region is a stronger design's reference photo; what matched inside it
@@ -620,17 +615,6 @@ def _hash_score(distance: int, config: DetectorConfig) -> float:
         return 1.0 - 0.4 * distance / max(near - 1, 1)
     span = config.max_hamming_distance + 2 - near
     return 0.5 * max(0.0, config.max_hamming_distance + 1 - distance) / span
-
-
-def _share_inside(points: NDArray[np.float32], quad: NDArray[np.float64]) -> float:
-    """Share of `points` inside the convex quadrilateral `quad`."""
-    if len(points) == 0:
-        return 0.0
-    edges = quad[NEXT_CORNER] - quad
-    relative = points[:, None, :].astype(np.float64) - quad[None, :, :]
-    cross = edges[None, :, 0] * relative[:, :, 1] - edges[None, :, 1] * relative[:, :, 0]
-    inside = np.all(cross >= 0, axis=1) | np.all(cross <= 0, axis=1)
-    return float(inside.mean())
 
 
 def _ratio_test(

@@ -18,8 +18,9 @@ from numpy.typing import NDArray
 from imgmatch.catalog import Catalog, Reference
 from imgmatch.config import DetectorConfig
 from imgmatch.detector import Detector, _Candidate
-from imgmatch.features import FeatureSet, verify_geometry
+from imgmatch.features import FeatureSet
 from imgmatch.fingerprint import Fingerprint
+from imgmatch.geometry import verify_geometry
 
 CONFIG = DetectorConfig()
 REFERENCE_SIZE = (400, 300)
