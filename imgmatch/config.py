@@ -91,7 +91,20 @@ class DetectorConfig:
     # Scoring: the ORB score is inliers / (inliers + score_half_inliers), so at this many inliers
     # the ORB evidence alone reaches 0.5.
     score_half_inliers: int = 12
+    # The hash score falls linearly from 1 at 0 bits to this at hash_only_flag_distance bits (a
+    # hash match alone flags), then from below hash_score_beyond_flag_max towards 0 at
+    # max_hamming_distance + 1 bits (a looser hash match alone stays under the 0.5 default
+    # threshold and only adds to ORB evidence).
+    hash_score_at_flag_distance: float = 0.6
+    hash_score_beyond_flag_max: float = 0.5
     flag_threshold: float = 0.5
+
+    # How a verified geometry is named in the evidence (`transform`): rotated from this angle
+    # on, cropped when the reference's outline overhangs the listing by more than this share of
+    # its width or height, embedded when its box covers less than this share of the listing.
+    rotated_min_degrees: float = 5.0
+    cropped_min_overhang_share: float = 0.05
+    embedded_max_area_share: float = 0.6
 
     def with_overrides(self, **overrides: Any) -> DetectorConfig:
         """Return a copy with the named fields replaced; unknown names raise `TypeError`."""

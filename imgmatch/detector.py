@@ -14,7 +14,6 @@ The score combines both kinds of evidence and only grows with more of either.
 from __future__ import annotations
 
 import itertools
-import math
 import threading
 import time
 from collections import defaultdict
@@ -31,15 +30,21 @@ from imgmatch.config import DetectorConfig, ImageLimits
 from imgmatch.errors import InvalidImageError, ReferenceNotFoundError
 from imgmatch.features import DESCRIPTOR_BYTES
 from imgmatch.fingerprint import (
-    VIEW_MIRRORED,
     Fingerprint,
     Fingerprinter,
     fingerprint_signature,
 )
-from imgmatch.geometry import Verification, clip_box, share_inside, verify_geometry
-from imgmatch.hashing import DIHEDRALS
+from imgmatch.geometry import Verification, box_area, clip_box, share_inside, verify_geometry
+from imgmatch.hashing import DIHEDRALS, HASH_BITS
 from imgmatch.images import RGBImage, decode_image
 from imgmatch.results import CheckResult, Match, error_result
+from imgmatch.scoring import (
+    best_per_design,
+    describe_geometry,
+    hash_score,
+    noisy_or,
+    orb_score,
+)
 
 THRESHOLD_SETTING = "flag_threshold"
 # Where callers have always found them.
@@ -428,47 +433,35 @@ class Detector:
         listing: Fingerprint,
         scale: float,
         floor: float,
-    ) -> list[Match]:
-        by_design: dict[str, Match] = {}
-        for candidate in candidates:
-            match = self._score(candidate, references[candidate.reference_id], listing, scale)
-            if match.score < floor or match.score <= 0.0:
-                continue
-            current = by_design.get(match.design)
-            if current is None or match.score > current.score:
-                by_design[match.design] = match
-        return sorted(by_design.values(), key=lambda m: (-m.score, m.reference_id))
+    ) -> tuple[Match, ...]:
+        scored = (self._score(c, references[c.reference_id], listing, scale) for c in candidates)
+        return best_per_design(scored, floor)
 
     def _score(
         self, candidate: _Candidate, reference: Reference, listing: Fingerprint, scale: float
     ) -> Match:
         config = self.config
         reasons: list[str] = []
-        hash_score = 0.0
+        hashed = 0.0
         transform = ""
         if candidate.hash_distance is not None and candidate.hash_variant is not None:
-            hash_score = _hash_score(candidate.hash_distance, config)
+            hashed = hash_score(candidate.hash_distance, config)
             transform = DIHEDRALS[candidate.hash_variant].name
             reasons.append(
                 f"perceptual hashes ({', '.join(config.hashers)}) within "
-                f"{candidate.hash_distance} of {64} bits ({transform})"
+                f"{candidate.hash_distance} of {HASH_BITS} bits ({transform})"
             )
-        orb_score, inliers, ratio, box = 0.0, 0, 0.0, None
+        verified, inliers, ratio, box = 0.0, 0, 0.0, None
         pairs: tuple[tuple[float, float, float, float], ...] = ()
         verification = candidate.verification
         if verification is not None:
             inliers, ratio = verification.inliers, verification.inlier_ratio
             width, height = listing.width, listing.height
             box = clip_box(verification.quad, width, height)
-            box_share = 0.0
-            if box is not None:
-                box_share = (box[2] - box[0]) * (box[3] - box[1]) / float(width * height)
-            # Weak inlier ratios and tiny boxes discount the inliers; more of either never hurts.
-            evidence = inliers * min(1.0, ratio / config.min_inlier_ratio)
-            evidence *= min(1.0, box_share / config.min_box_area_ratio)
-            orb_score = evidence / (evidence + config.score_half_inliers)
+            box_share = 0.0 if box is None else box_area(box) / float(width * height)
+            verified = orb_score(inliers, ratio, box_share, config)
             if not transform:
-                transform = self._describe_geometry(candidate.view, verification, width, height)
+                transform = describe_geometry(candidate.view, verification, width, height, config)
             reasons.append(
                 f"{inliers} ORB correspondences of {len(verification.inlier_mask)} agree on one "
                 f"geometry ({ratio:.0%})"
@@ -490,14 +483,12 @@ class Detector:
                     round(box[2] * scale),
                     round(box[3] * scale),
                 )
-        # Noisy-or: independent kinds of evidence, each only raising the score.
-        score = 1.0 - (1.0 - hash_score) * (1.0 - orb_score)
         return Match(
             reference_id=reference.reference_id,
             reference_path=reference.path,
             design=reference.design,
             brand=reference.brand,
-            score=score,
+            score=noisy_or(hashed, verified),
             hash_distance=candidate.hash_distance,
             inliers=inliers,
             inlier_ratio=ratio,
@@ -506,37 +497,6 @@ class Detector:
             evidence="; ".join(reasons) if reasons else "too little evidence",
             correspondences=pairs,
         )
-
-    @staticmethod
-    def _describe_geometry(view: int, verification: Verification, width: int, height: int) -> str:
-        parts = ["mirrored"] if view == VIEW_MIRRORED else []
-        transform = verification.transform
-        angle = math.degrees(math.atan2(transform[1, 0], transform[0, 0]))
-        if abs(angle) >= 5:
-            parts.append(f"rotated-{round(-angle) % 360}")
-        quad = verification.quad
-        outside = (
-            quad[:, 0].min() < -0.05 * width
-            or quad[:, 1].min() < -0.05 * height
-            or quad[:, 0].max() > 1.05 * width
-            or quad[:, 1].max() > 1.05 * height
-        )
-        if outside:
-            parts.append("cropped")
-        box = clip_box(quad, width, height)
-        if box is not None and (box[2] - box[0]) * (box[3] - box[1]) < 0.6 * width * height:
-            parts.append("embedded")
-        return "+".join(parts) if parts else "similar"
-
-
-def _hash_score(distance: int, config: DetectorConfig) -> float:
-    """Evidence of a hash match: 1 at 0 bits, at least 0.5 (flags alone) up to
-    `hash_only_flag_distance`, below 0.5 and falling towards 0 up to `max_hamming_distance`."""
-    near = config.hash_only_flag_distance + 1
-    if distance < near:
-        return 1.0 - 0.4 * distance / max(near - 1, 1)
-    span = config.max_hamming_distance + 2 - near
-    return 0.5 * max(0.0, config.max_hamming_distance + 1 - distance) / span
 
 
 def _ratio_test(
