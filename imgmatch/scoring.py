@@ -8,12 +8,15 @@ of either kind of evidence never lowers the score.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
+from imgmatch.catalog import Reference
 from imgmatch.config import DetectorConfig
 from imgmatch.fingerprint import VIEW_MIRRORED
-from imgmatch.geometry import Verification, box_area, clip_box
+from imgmatch.geometry import Box, Verification, box_area, clip_box
+from imgmatch.hashing import DIHEDRALS, HASH_BITS
 from imgmatch.results import Match
+from imgmatch.verification import ReferenceEvidence
 
 
 def hash_score(distance: int, config: DetectorConfig) -> float:
@@ -66,6 +69,79 @@ def describe_geometry(
     if box is not None and box_area(box) < config.embedded_max_area_share * width * height:
         parts.append("embedded")
     return "+".join(parts) if parts else "similar"
+
+
+def score_evidence(
+    evidence: ReferenceEvidence,
+    reference: Reference,
+    listing_size: tuple[int, int],
+    scale: float,
+    hashers: Sequence[str],
+    config: DetectorConfig,
+) -> Match:
+    """One reference's evidence as a `Match`: score, transform, box and evidence text.
+
+    `listing_size` is the listing fingerprint's (width, height); `scale` maps its pixels to the
+    listing file's, in which boxes and correspondences are reported.
+    """
+    reasons: list[str] = []
+    hashed, transform = 0.0, ""
+    if evidence.hash is not None:
+        hashed = hash_score(evidence.hash.distance, config)
+        transform = DIHEDRALS[evidence.hash.variant].name
+        reasons.append(
+            f"perceptual hashes ({', '.join(hashers)}) within "
+            f"{evidence.hash.distance} of {HASH_BITS} bits ({transform})"
+        )
+    verified, inliers, ratio = 0.0, 0, 0.0
+    box: Box | None = None
+    pairs: tuple[tuple[float, float, float, float], ...] = ()
+    if evidence.geometry is not None:
+        verification = evidence.geometry.verification
+        inliers, ratio = verification.inliers, verification.inlier_ratio
+        width, height = listing_size
+        box = clip_box(verification.quad, width, height)
+        box_share = 0.0 if box is None else box_area(box) / float(width * height)
+        verified = orb_score(inliers, ratio, box_share, config)
+        if not transform:
+            transform = describe_geometry(
+                evidence.geometry.view, verification, width, height, config
+            )
+        reasons.append(
+            f"{inliers} ORB correspondences of {len(verification.inlier_mask)} agree on one "
+            f"geometry ({ratio:.0%})"
+        )
+        correspondences = evidence.geometry.correspondences
+        mask = verification.inlier_mask
+        pairs = tuple(
+            (float(r[0]), float(r[1]), float(p[0] * scale), float(p[1] * scale))
+            for r, p in zip(
+                correspondences.reference_points[mask],
+                correspondences.listing_points[mask],
+                strict=True,
+            )
+        )
+        if box is not None:
+            box = (
+                round(box[0] * scale),
+                round(box[1] * scale),
+                round(box[2] * scale),
+                round(box[3] * scale),
+            )
+    return Match(
+        reference_id=reference.reference_id,
+        reference_path=reference.path,
+        design=reference.design,
+        brand=reference.brand,
+        score=noisy_or(hashed, verified),
+        hash_distance=evidence.hash.distance if evidence.hash is not None else None,
+        inliers=inliers,
+        inlier_ratio=ratio,
+        transform=transform or "unknown",
+        box=box,
+        evidence="; ".join(reasons) if reasons else "too little evidence",
+        correspondences=pairs,
+    )
 
 
 def best_per_design(matches: Iterable[Match], floor: float) -> tuple[Match, ...]:
