@@ -2,9 +2,9 @@
 
 A check runs in stages, each in its own module and each returning frozen values:
 candidates (hash evidence, ORB votes, shortlist) -> verification (RANSAC per reference view)
--> assignment (each listing keypoint to one design) -> scoring (one `Match` per design).
-The detector orchestrates them over the catalog, times them, and wraps the outcome in a
-`CheckResult`.
+-> assignment (each listing keypoint to one design) -> scoring (one `Match` per design) ->
+policy (the verdict). The detector orchestrates them over the catalog, times them, and wraps
+the outcome in a `CheckResult`.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from imgmatch.errors import InvalidImageError
 from imgmatch.features import DESCRIPTOR_BYTES
 from imgmatch.fingerprint import Fingerprint, Fingerprinter, fingerprint_signature
 from imgmatch.images import RGBImage, decode_image
+from imgmatch.policy import THRESHOLD_SETTING, ListingContext, Policy, threshold_policy
 from imgmatch.results import CheckResult, Match, error_result
 from imgmatch.scoring import best_per_design, score_evidence
 from imgmatch.verification import present_references, verify_candidate
 
-THRESHOLD_SETTING = "flag_threshold"
 # Where callers have always found them.
 __all__ = ["THRESHOLD_SETTING", "CheckResult", "Detector", "Match", "error_result"]
 
@@ -49,17 +49,23 @@ class _Stopwatch:
 
 
 class Detector:
-    """Checks listing photos against a catalog. Thread-safe; fingerprinting state is per thread."""
+    """Checks listing photos against a catalog. Thread-safe; fingerprinting state is per thread.
+
+    `policy` (default: the catalog's flag threshold, read at each check) decides flags.
+    """
 
     def __init__(
         self,
         catalog: Catalog,
         config: DetectorConfig | None = None,
         limits: ImageLimits | None = None,
+        *,
+        policy: Policy | None = None,
     ) -> None:
         self.catalog = catalog
         self.config = config or DetectorConfig()
         self.limits = limits or ImageLimits()
+        self._policy = policy
         self._local = threading.local()
 
     @property
@@ -78,10 +84,16 @@ class Detector:
         return self.catalog.count_fingerprinted_otherwise(fingerprint_signature(self.config))
 
     @property
+    def policy(self) -> Policy:
+        """The policy given, else the threshold policy of the catalog's current settings."""
+        if self._policy is not None:
+            return self._policy
+        return threshold_policy(self.catalog.get_setting(THRESHOLD_SETTING), self.config)
+
+    @property
     def threshold(self) -> float:
         """The flag threshold: the catalog's calibrated one where set, else the config's."""
-        stored = self.catalog.get_setting(THRESHOLD_SETTING)
-        return float(stored) if stored is not None else self.config.flag_threshold
+        return self.policy.threshold
 
     def check_source(
         self,
@@ -89,6 +101,7 @@ class Detector:
         *,
         path: str | None = None,
         min_score: float | None = None,
+        context: ListingContext | None = None,
     ) -> CheckResult:
         """Decode and check one listing; an undecodable input gives a `status: error` result."""
         label = path if path is not None else (str(source) if isinstance(source, Path) else None)
@@ -98,7 +111,9 @@ class Detector:
         except InvalidImageError as exc:
             return error_result(label, exc, (time.perf_counter() - start) * 1000)
         decode_ms = (time.perf_counter() - start) * 1000
-        result = self.check(decoded.pixels, path=label, scale=decoded.scale, min_score=min_score)
+        result = self.check(
+            decoded.pixels, path=label, scale=decoded.scale, min_score=min_score, context=context
+        )
         width, height = decoded.original_size
         timing_ms = {"decode": decode_ms, **result.timing_ms}
         return replace(result, timing_ms=timing_ms, width=width, height=height)
@@ -110,6 +125,7 @@ class Detector:
         path: str | None = None,
         scale: float = 1.0,
         min_score: float | None = None,
+        context: ListingContext | None = None,
     ) -> CheckResult:
         """Check one decoded listing photo.
 
@@ -120,7 +136,7 @@ class Detector:
         with watch.stage("features"):
             fingerprint = self.fingerprinter.listing(image)
         return self.check_fingerprint(
-            fingerprint, path=path, scale=scale, min_score=min_score, watch=watch
+            fingerprint, path=path, scale=scale, min_score=min_score, watch=watch, context=context
         )
 
     def check_fingerprint(
@@ -132,20 +148,22 @@ class Detector:
         min_score: float | None = None,
         watch: _Stopwatch | None = None,
         neighbours: DescriptorNeighbours | None = None,
+        context: ListingContext | None = None,
     ) -> CheckResult:
         """Check a listing fingerprint already computed (batch callers search many at once and
         pass each listing's `neighbours`)."""
         watch = watch or _Stopwatch()
-        threshold = self.threshold
-        floor = threshold if min_score is None else min_score
+        policy = self.policy
+        floor = policy.threshold if min_score is None else min_score
         matches = self.find_matches(fingerprint, floor, scale, neighbours, watch)
+        verdict = policy.decide(matches, context)
         return CheckResult(
             path=path,
             status="ok",
-            flagged=bool(matches) and matches[0].score >= threshold,
+            flagged=verdict.flagged,
             matches=matches,
             timing_ms=dict(watch.ms),
-            threshold=threshold,
+            threshold=verdict.threshold,
             width=round(fingerprint.width * scale),
             height=round(fingerprint.height * scale),
         )
