@@ -3,8 +3,8 @@
 A check runs in stages, each in its own module and each returning frozen values:
 candidates (hash evidence, ORB votes, shortlist) -> verification (RANSAC per reference view)
 -> assignment (each listing keypoint to one design) -> scoring (one `Match` per design) ->
-policy (the verdict). The detector orchestrates them over the catalog, times them, and wraps
-the outcome in a `CheckResult`.
+policy (the verdict). The detector orchestrates them over a `ReferenceIndex`, times them, and
+wraps the outcome in a `CheckResult`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from imgmatch.features import DESCRIPTOR_BYTES
 from imgmatch.fingerprint import Fingerprint, Fingerprinter, fingerprint_signature
 from imgmatch.images import RGBImage, decode_image
 from imgmatch.policy import THRESHOLD_SETTING, ListingContext, Policy, threshold_policy
+from imgmatch.reference_index import ReferenceIndex
 from imgmatch.results import CheckResult, Match, error_result
 from imgmatch.scoring import best_per_design, score_evidence
 from imgmatch.verification import present_references, verify_candidate
@@ -51,7 +52,8 @@ class _Stopwatch:
 class Detector:
     """Checks listing photos against a catalog. Thread-safe; fingerprinting state is per thread.
 
-    `policy` (default: the catalog's flag threshold, read at each check) decides flags.
+    Checks read the references through `index` (the catalog itself unless another view of it is
+    given); `policy` (default: the catalog's flag threshold, read at each check) decides flags.
     """
 
     def __init__(
@@ -60,9 +62,11 @@ class Detector:
         config: DetectorConfig | None = None,
         limits: ImageLimits | None = None,
         *,
+        index: ReferenceIndex | None = None,
         policy: Policy | None = None,
     ) -> None:
         self.catalog = catalog
+        self.index: ReferenceIndex = catalog if index is None else index
         self.config = config or DetectorConfig()
         self.limits = limits or ImageLimits()
         self._policy = policy
@@ -179,17 +183,17 @@ class Detector:
         """The evidence alone: one match per design scoring at least `floor`, best first."""
         config, watch = self.config, watch or _Stopwatch()
         with watch.stage("search"):
-            hits = self.catalog.search_hashes(fingerprint.hashes, config.max_hamming_distance)
+            hits = self.index.search_hashes(fingerprint.hashes, config.max_hamming_distance)
             hashed = hash_evidence(hits, list(fingerprint.hashes))
             if neighbours is None:
                 neighbours = self.search_descriptors([fingerprint])[0]
-            voted = votes(neighbours, self.catalog.design_codes(), hashed, config)
+            voted = votes(neighbours, self.index.design_codes(), hashed, config)
         with watch.stage("verify"):
             shortlisted = shortlist(hashed, voted, config)
-            references = present_references(shortlisted, self.catalog)
+            references = present_references(shortlisted, self.index)
             keypoints = fingerprint.features.keypoints
             verified = [
-                verify_candidate(c, references[c.reference_id], keypoints, self.catalog, config)
+                verify_candidate(c, references[c.reference_id], keypoints, self.index, config)
                 for c in shortlisted
                 if c.reference_id in references
             ]
@@ -205,5 +209,5 @@ class Detector:
         """The catalog neighbours of every listing's descriptors, in one FAISS call for all."""
         descriptor_sets = [listing.features.descriptors for listing in listings]
         stacked = np.concatenate(descriptor_sets or [np.empty((0, DESCRIPTOR_BYTES), np.uint8)])
-        found = self.catalog.search_descriptors(stacked, self.config.knn_neighbours)
+        found = self.index.search_descriptors(stacked, self.config.knn_neighbours)
         return split_neighbours(found, [len(d) for d in descriptor_sets])

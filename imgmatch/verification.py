@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from imgmatch.candidates import Candidate, HashEvidence, min_view_votes
-from imgmatch.catalog import Catalog, Reference
+from imgmatch.catalog import Reference
 from imgmatch.config import DetectorConfig
 from imgmatch.errors import ReferenceNotFoundError
 from imgmatch.features import Keypoints
 from imgmatch.geometry import Correspondences, Verification, verify_geometry
+from imgmatch.reference_index import ReferenceIndex
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ def verify_candidate(
     candidate: Candidate,
     reference: Reference,
     listing_keypoints: Keypoints,
-    index: Catalog,
+    index: ReferenceIndex,
     config: DetectorConfig,
 ) -> ReferenceEvidence:
     """The candidate's best-verified view (most inliers; the first among equals), if any.
@@ -69,7 +70,9 @@ def verify_candidate(
     return ReferenceEvidence(candidate.reference_id, candidate.hash, best)
 
 
-def present_references(candidates: Sequence[Candidate], index: Catalog) -> dict[int, Reference]:
+def present_references(
+    candidates: Sequence[Candidate], index: ReferenceIndex
+) -> dict[int, Reference]:
     """The candidates' references; one removed since the search is dropped, never reported."""
     present = {}
     for candidate in candidates:
