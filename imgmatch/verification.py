@@ -49,13 +49,13 @@ def verify_candidate(
         if len(votes) < min_view_votes(config):
             continue
         # One correspondence per reference keypoint: the closest listing descriptor wins.
-        reference_index, queries = votes.closest_per_keypoint()
+        reference_rows, queries = votes.closest_per_keypoint()
         try:
             reference_keypoints = index.keypoints(candidate.reference_id, view)
         except ReferenceNotFoundError:
             return ReferenceEvidence(candidate.reference_id, candidate.hash)
         correspondences = Correspondences(
-            reference_keypoints[reference_index, :2], listing_keypoints[queries, :2], queries
+            reference_keypoints[reference_rows, :2], listing_keypoints[queries, :2], queries
         )
         verification = verify_geometry(
             correspondences.reference_points,
