@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import sys
 import unicodedata
 from collections.abc import AsyncIterator, Sequence
@@ -24,16 +23,15 @@ from fastapi import (
     HTTPException,
     Query,
     Request,
-    Security,
     UploadFile,
 )
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from imgmatch.errors import CatalogError, InvalidImageError, ReferenceNotFoundError
+from service.auth import API_KEY_HEADER, KeyFirstRoute, State, require_check_key, require_write_key
 from service.metrics import Metrics
 from service.middleware import BodySizeLimit, RequestMetrics
 from service.problems import add_problem_handlers, document_problems
@@ -56,7 +54,6 @@ from service.state import (
 )
 
 HERE = Path(__file__).parent
-API_KEY_HEADER = "X-API-Key"
 # Leading bytes of the formats the decoder accepts: a part that neither declares an image type
 # nor starts like one is refused as a whole (415) instead of being reported as a bad image.
 IMAGE_SIGNATURES: tuple[bytes, ...] = (
@@ -76,11 +73,6 @@ MAX_INT64 = 2**63 - 1
 ReferenceId = Annotated[int, PathParam(ge=1, le=MAX_INT64)]
 Offset = Annotated[int, Query(ge=0, le=MAX_INT64, description="References to skip.")]
 
-api_key_scheme = APIKeyHeader(
-    name=API_KEY_HEADER,
-    auto_error=False,
-    description="IMGMATCH_API_KEY for writes; IMGMATCH_CHECK_API_KEY, if set, for checks.",
-)
 templates = Jinja2Templates(directory=HERE / "templates")
 
 
@@ -97,50 +89,6 @@ def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
         503: "The catalog is still loading or failed to load.",
     }
     return {code: {"model": Problem, "description": descriptions[code]} for code in codes}
-
-
-# ----------------------------------------------------------------------- dependencies
-
-
-def get_state(request: Request) -> ServiceState:
-    state: ServiceState = request.app.state.service
-    return state
-
-
-State = Annotated[ServiceState, Depends(get_state)]
-ApiKey = Annotated[str | None, Security(api_key_scheme)]
-
-
-def _key_matches(given: str, *expected: str) -> bool:
-    # Constant-time, so response timing does not reveal how much of a guess was right.
-    return any(secrets.compare_digest(given.encode(), key.encode()) for key in expected)
-
-
-def require_write_key(state: State, key: ApiKey) -> None:
-    configured = state.settings.api_key
-    if configured is None:
-        raise HTTPException(
-            403,
-            "reference writes are disabled: start the service with IMGMATCH_API_KEY set, then "
-            f"send that key in the {API_KEY_HEADER} header",
-        )
-    if not key:
-        raise HTTPException(401, f"missing {API_KEY_HEADER} header", {"WWW-Authenticate": "ApiKey"})
-    if not _key_matches(key, configured.get_secret_value()):
-        raise HTTPException(403, f"wrong {API_KEY_HEADER}")
-
-
-def require_check_key(state: State, key: ApiKey) -> None:
-    settings = state.settings
-    if settings.check_api_key is None:
-        return
-    keys = [settings.check_api_key.get_secret_value()]
-    if settings.api_key is not None:
-        keys.append(settings.api_key.get_secret_value())
-    if not key:
-        raise HTTPException(401, f"missing {API_KEY_HEADER} header", {"WWW-Authenticate": "ApiKey"})
-    if not _key_matches(key, *keys):
-        raise HTTPException(403, f"wrong {API_KEY_HEADER}")
 
 
 # ----------------------------------------------------------------------- helpers
@@ -199,6 +147,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    # Key checks run on the headers, before a route reads its body.
+    app.router.route_class = KeyFirstRoute
     # Added last = outermost: metrics see every answer, including the body cap's 413.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, metrics=metrics)
     app.add_middleware(RequestMetrics, metrics=metrics)

@@ -23,7 +23,9 @@ class BodySizeLimit:
 
     A declared Content-Length over the cap is refused before one byte is read. A chunked body is
     counted as it arrives; at the first byte over the cap the 413 is sent, and the application
-    is told the client went away, so it stops parsing and drops whatever it had buffered.
+    is told the client went away, so it stops parsing and drops whatever it had buffered. Any
+    answer sent before the body was read whole closes the connection: the rest of the body is
+    never read, not even to be discarded.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, metrics: Metrics) -> None:
@@ -40,11 +42,12 @@ class BodySizeLimit:
             await self._refuse(send)
             return
         received = 0
+        complete = not has_body(scope)
         refused = False
         started = False
 
         async def counting_receive() -> Message:
-            nonlocal received, refused
+            nonlocal received, refused, complete
             if refused:
                 return {"type": "http.disconnect"}
             message = await receive()
@@ -55,6 +58,7 @@ class BodySizeLimit:
                     if not started:
                         await self._refuse(send)
                     return {"type": "http.disconnect"}
+                complete = not message.get("more_body", False)
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -64,6 +68,9 @@ class BodySizeLimit:
                 return
             if message["type"] == "http.response.start":
                 started = True
+                if not complete:
+                    headers = [*message.get("headers", ()), CONNECTION_CLOSE]
+                    message = {**message, "headers": headers}
             await send(message)
 
         try:
@@ -85,11 +92,21 @@ class BodySizeLimit:
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                     # The rest of the body will not be read: the connection cannot be reused.
-                    (b"connection", b"close"),
+                    CONNECTION_CLOSE,
                 ],
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+CONNECTION_CLOSE = (b"connection", b"close")
+
+
+def has_body(scope: Scope) -> bool:
+    """Whether the request declares a body: a positive Content-Length, or a transfer coding."""
+    if any(name == b"transfer-encoding" for name, _ in scope.get("headers", ())):
+        return True
+    return bool(_content_length(scope))
 
 
 def _content_length(scope: Scope) -> int | None:
