@@ -33,7 +33,7 @@ from fastapi.templating import Jinja2Templates
 from imgmatch.errors import CatalogError, InvalidImageError, ReferenceNotFoundError
 from service.auth import API_KEY_HEADER, KeyFirstRoute, State, require_check_key, require_write_key
 from service.metrics import Metrics
-from service.middleware import BodySizeLimit, RequestMetrics
+from service.middleware import BodyGuard, RequestMetrics, UploadSlots
 from service.problems import add_problem_handlers, document_problems
 from service.schemas import (
     CheckResponse,
@@ -82,11 +82,13 @@ def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: f"No {API_KEY_HEADER} header.",
         403: f"Wrong {API_KEY_HEADER}, or writes are disabled (IMGMATCH_API_KEY unset).",
         404: "No such reference, or no image for it.",
+        408: "The body did not arrive within IMGMATCH_BODY_TIMEOUT_S.",
         409: "The same image is already a reference.",
         413: "Request body over IMGMATCH_MAX_BODY_BYTES.",
         415: "A part is not an image.",
         422: "Invalid fields, or an image that cannot be used as a reference.",
-        503: "The catalog is still loading or failed to load.",
+        503: "The catalog is still loading or failed to load, or (for uploads) "
+        "IMGMATCH_MAX_UPLOADS requests with a body are already in progress: retry later.",
     }
     return {code: {"model": Problem, "description": descriptions[code]} for code in codes}
 
@@ -149,8 +151,15 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.service = service
     # Key checks run on the headers, before a route reads its body.
     app.router.route_class = KeyFirstRoute
-    # Added last = outermost: metrics see every answer, including the body cap's 413.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, metrics=metrics)
+    # Added last = outermost: metrics see every answer, including the body guard's 408 and 413,
+    # and the body guard refuses an oversized body before it takes an upload slot.
+    app.add_middleware(UploadSlots, max_uploads=settings.max_uploads, metrics=metrics)
+    app.add_middleware(
+        BodyGuard,
+        max_bytes=settings.max_body_bytes,
+        read_timeout_s=settings.body_timeout_s,
+        metrics=metrics,
+    )
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     add_problem_handlers(app, metrics)
@@ -210,7 +219,7 @@ def _add_api_routes(app: FastAPI) -> None:
         "/v1/checks",
         tags=["checks"],
         dependencies=[Depends(require_check_key)],
-        responses=_problems(400, 401, 403, 413, 415, 422, 503),
+        responses=_problems(400, 401, 403, 408, 413, 415, 422, 503),
         openapi_extra=check_extra,
         # C4 fields appear only where they apply (error, correspondences), never as null.
         response_model_exclude_unset=True,
@@ -286,7 +295,7 @@ def _add_api_routes(app: FastAPI) -> None:
         tags=["references"],
         status_code=201,
         dependencies=[Depends(require_write_key)],
-        responses=_problems(400, 401, 403, 409, 413, 415, 422, 503),
+        responses=_problems(400, 401, 403, 408, 409, 413, 415, 422, 503),
         openapi_extra=_image_parts_encoding(),
     )
     def add_reference(
