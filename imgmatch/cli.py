@@ -285,15 +285,14 @@ def serve(
 ) -> None:
     """Run the HTTP service: check API, reference management, review page (IMGMATCH_* settings)."""
     # Imported here so the other commands start without loading the web stack.
-    import uvicorn
-
     from service.app import configure_logging, create_app
+    from service.server import serve as run_server
     from service.settings import ServiceSettings
 
     settings = ServiceSettings() if catalog is None else ServiceSettings(catalog=catalog)
     configure_logging(settings)
     err.print(f"imgmatch serving {settings.catalog_dir()} on http://{host}:{port}")
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    run_server(create_app(settings), settings, host, port)
 
 
 # The benchmark's commands live with the benchmark (imgmatch/bench/command.py).
