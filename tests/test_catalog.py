@@ -281,6 +281,7 @@ def test_searches_while_adding_never_crash(tmp_path: Path, fingerprints: list[Fi
     for thread in threads:
         thread.join(timeout=30)
     catalog.close()
+    assert not any(thread.is_alive() for thread in threads), "a search hung"
     assert errors == []
     assert completed, "no search completed while references were added"
 

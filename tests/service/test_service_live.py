@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -121,6 +122,9 @@ def test_healthz_stays_fast_under_16_concurrent_large_checks(live_server: LiveSe
     large = jpeg_bytes(listing_with("D004_0.jpg", rng, scale=3.0), quality=95)
     body, content_type = _multipart({}, [("image", "large.jpg", large)])
     latencies: list[float] = []
+    # Collected here and asserted after the join: an assert inside the thread would only end
+    # the thread, never the test.
+    statuses: list[int] = []
     done = threading.Event()
 
     def poll() -> None:
@@ -128,7 +132,7 @@ def test_healthz_stays_fast_under_16_concurrent_large_checks(live_server: LiveSe
             start = time.perf_counter()
             status, _ = _request(f"{live_server.url}/healthz")
             latencies.append(time.perf_counter() - start)
-            assert status == 200
+            statuses.append(status)
             time.sleep(0.02)
 
     poller = threading.Thread(target=poll)
@@ -146,6 +150,7 @@ def test_healthz_stays_fast_under_16_concurrent_large_checks(live_server: LiveSe
         poller.join()
     assert all(status == 200 for status, _ in results)
     assert all(r["results"][0]["flagged"] for _, r in results)
+    assert set(statuses) == {200}, statuses
     assert len(latencies) >= 10
     p99 = float(np.percentile(latencies, 99))
     print(f"/healthz p99 {p99 * 1000:.1f} ms over {len(latencies)} polls during 16 checks")
@@ -168,6 +173,18 @@ def test_concurrent_adds_deletes_and_checks(live_server: LiveServer) -> None:
     stop_at = time.monotonic() + 4.0
     writes = {"added": 0, "deleted": 0}
     checks = {"count": 0, "matched": 0}
+
+    def reported(work: Callable[..., None]) -> Callable[..., None]:
+        """`work`, with any exception it raises recorded as a failure: raised in a thread, it
+        would end the thread and go unseen by the test."""
+
+        def run(*args: object) -> None:
+            try:
+                work(*args)
+            except Exception as exc:
+                failures.append(f"{work.__name__} raised {exc!r}")
+
+        return run
 
     def writer(seed: int) -> None:
         local = random.Random(seed)
@@ -217,12 +234,13 @@ def test_concurrent_adds_deletes_and_checks(live_server: LiveServer) -> None:
                 if match["reference_id"] in gone_before:
                     failures.append(f"check reported deleted reference {match['reference_id']}")
 
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
-    threads += [threading.Thread(target=checker) for _ in range(3)]
+    threads = [threading.Thread(target=reported(writer), args=(i,)) for i in range(2)]
+    threads += [threading.Thread(target=reported(checker)) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a writer or checker hung"
     assert not failures, failures[:5]
     assert writes["added"] >= 2 and checks["count"] >= 3
     assert live_server.process.poll() is None
