@@ -6,6 +6,11 @@ The FAISS binary indexes are caches built from it (`faiss_indexes`): one per has
 stamped with the database generation and their sha256 (`index_files`); a stale, missing,
 oversized or corrupt file is rebuilt from SQLite, never loaded blindly. FAISS stores only
 integers, so the catalog keeps its own id scheme (`ids`).
+
+Damage that a rebuild cannot mend (in the database, or where an index file should be) is a
+`CatalogDamagedError` that names the file and what to do. Where only some references' rows are
+damaged, the catalog still opens so that `verify` can list them and `remove` can take them out;
+searching and adding refuse until then.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from imgmatch.catalog.records import (
 from imgmatch.catalog.schema import DATABASE_NAME, SCHEMA_VERSION
 from imgmatch.catalog.store import Store
 from imgmatch.config import SearchConfig
-from imgmatch.errors import CatalogError, ReferenceNotFoundError
+from imgmatch.errors import CatalogDamagedError, CatalogError, ReferenceNotFoundError
 from imgmatch.features import DESCRIPTOR_BYTES, Keypoints
 from imgmatch.fingerprint import Fingerprint
 from imgmatch.hashing import PackedBits
@@ -100,17 +105,16 @@ class Catalog:
     ) -> None:
         self.directory = resolve_catalog_dir(directory)
         self.config = config or SearchConfig()
-        if not self.directory.exists():
-            if not create:
-                raise CatalogError(f"no catalog at {self.directory} (run `imgmatch index` first)")
-            self.directory.mkdir(parents=True, exist_ok=True)
-        if not self.directory.is_dir():
-            raise CatalogError(f"{self.directory} is not a directory")
         # FAISS parallelises one search over OpenMP threads; concurrent searches (service
         # threads, worker processes) then oversubscribe the cores, so the count is a setting.
         faiss.omp_set_num_threads(self.config.faiss_threads)
         self._index_lock = ReadWriteLock()
-        self._store = Store(self.directory)
+        self._store = Store(self.directory, create=create)
+        try:
+            self._refuse_index_paths_that_are_not_files()
+        except BaseException:
+            self._store.close()
+            raise
         self._hash_indexes: dict[str, Any] = {}
         self._descriptor_index: Any = None
         self._descriptor_trained_size = 0
@@ -120,20 +124,41 @@ class Catalog:
         self._design_codes: NDArray[np.int64] = np.empty(0, dtype=np.int64)
         self._design_codes_generation = -1
         self.index_source = ""
-        self._ensure_indexes()
+        # Why the indexes cannot be built from the database, and at which generation: they are
+        # tried again only once the database changed (a damaged reference was removed, say).
+        self._index_problem: tuple[int, CatalogDamagedError] | None = None
+        try:
+            self._ensure_indexes()
+        except CatalogDamagedError as exc:
+            self._index_problem = (self._store.generation(), exc)
+            self.index_source = "unavailable"
 
     # ----------------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
         """Write the index caches and close the database."""
-        self.flush()
-        self._store.close()
+        try:
+            self.flush()
+        finally:
+            self._store.close()
 
     def __enter__(self) -> Catalog:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @property
+    def damage(self) -> CatalogDamagedError | None:
+        """The damage this catalog has met since it was opened (None: none so far): the
+        indexes cannot be built, or a read found a damaged page or row."""
+        if self._index_problem is not None:
+            return self._index_problem[1]
+        return self._store.damage
+
+    def require_searchable(self) -> None:
+        """Raise the `CatalogDamagedError` that keeps the indexes from being built, if any."""
+        self._refresh_if_changed()
 
     def flush(self) -> None:
         """Write every index cache whose stamp is behind the database (atomic, stamped)."""
@@ -159,6 +184,7 @@ class Catalog:
         A photo whose sha256 is already in the catalog is not fingerprinted again; its path and
         metadata are refreshed from the new entry.
         """
+        self.require_searchable()
         store = self._store
         outcomes: list[AddOutcome] = []
         new_rows: list[tuple[int, Fingerprint]] = []
@@ -185,16 +211,7 @@ class Catalog:
             changed = changed or bool(new_rows) or bool(removed)
             generation = store.bump_generation() if changed else store.generation()
         if changed:
-            with self._index_lock.writing():
-                if self._loaded_generation == generation - 1:
-                    self._unindex(removed)
-                    for reference_id, fingerprint in new_rows:
-                        self._index_fingerprint(reference_id, fingerprint)
-                    self._loaded_generation = generation
-                    self._dirty = True
-                    self._maybe_retrain()
-                else:
-                    self._rebuild_locked()
+            self._update_indexes(generation, removed, new_rows)
         return outcomes
 
     def remove(self, reference_id: int) -> Reference:
@@ -212,7 +229,8 @@ class Catalog:
         with store.transaction():
             for reference_id in reference_ids:
                 try:
-                    references.append(store.get(reference_id))
+                    # Lenient: a reference whose metadata is damaged can still be removed.
+                    references.append(store.get(reference_id, lenient=True))
                 except ReferenceNotFoundError:
                     if missing_ok:
                         continue
@@ -221,13 +239,7 @@ class Catalog:
             if not removed:
                 return []
             generation = store.bump_generation()
-        with self._index_lock.writing():
-            if self._loaded_generation == generation - 1:
-                self._unindex(removed)
-                self._loaded_generation = generation
-                self._dirty = True
-            else:
-                self._rebuild_locked()
+        self._update_indexes(generation, removed, [])
         return references
 
     def find_by_path(self, path: str) -> list[Reference]:
@@ -288,6 +300,7 @@ class Catalog:
         return self._store.keypoints(reference_id, view)
 
     def stats(self) -> CatalogStats:
+        self.require_searchable()
         refs, designs, brands = self._store.counts()
         generation = self._store.generation()
         with self._index_lock.reading():
@@ -356,29 +369,78 @@ class Catalog:
     # ----------------------------------------------------------------------- maintenance
 
     def verify(self) -> list[str]:
-        """Problems found in the database and index caches; an empty list means healthy."""
-        problems = self._store.integrity_problems()
-        expected = self._store.descriptor_count()
-        generation = self._store.generation()
-        with self._index_lock.reading():
-            if self._descriptor_index.ntotal != expected:
-                problems.append(
-                    f"descriptor index holds {self._descriptor_index.ntotal} descriptors, "
-                    f"database {expected}"
-                )
-        for name in [*self._hash_indexes, DESCRIPTOR_INDEX]:
-            reason = self._index_file_problem(name, generation)
-            if reason:
-                problems.append(f"index file {name}: {reason}")
-        return problems
+        """Problems found in the database (pages, rows, fingerprint checksums, metadata) and
+        the index caches; an empty list means healthy."""
+        problems = self._store.problems()
+        try:
+            self._refresh_if_changed()
+            expected = self._store.descriptor_count()
+            with self._index_lock.reading():
+                if self._descriptor_index.ntotal != expected:
+                    problems.append(
+                        f"descriptor index holds {self._descriptor_index.ntotal} descriptors, "
+                        f"database {expected}"
+                    )
+            generation = self._store.generation()
+            for name in [*self._store.hasher_names(), DESCRIPTOR_INDEX]:
+                reason = self._index_file_problem(name, generation)
+                if reason:
+                    problems.append(f"index file {index_path(self.directory, name)}: {reason}")
+        except CatalogError as exc:
+            problems.append(f"the search indexes cannot be built: {exc}")
+        # One damaged page can fail several checks with the same message.
+        return list(dict.fromkeys(problems))
 
     def rebuild(self) -> None:
         """Rebuild every FAISS index from SQLite and write the caches."""
         with self._index_lock.writing():
-            self._rebuild_locked()
+            self._rebuild_or_record()
+        self.require_searchable()
         self.flush()
 
     # ----------------------------------------------------------------------- indexes
+
+    def _refuse_index_paths_that_are_not_files(self) -> None:
+        """A folder (or anything but a file) where an index file belongs can be neither read
+        nor replaced; moving it is the user's call, not the catalog's."""
+        for name in [DESCRIPTOR_INDEX, *self._store.hasher_names()]:
+            path = index_path(self.directory, name)
+            if path.exists() and not path.is_file():
+                raise CatalogDamagedError(
+                    f"{path} is not a file: move it out of the catalog folder, then run "
+                    "`imgmatch catalog rebuild` to write the index again"
+                )
+
+    def _update_indexes(
+        self,
+        generation: int,
+        removed: Sequence[tuple[int, list[tuple[int, int]]]],
+        added: Sequence[tuple[int, Fingerprint]],
+    ) -> None:
+        """Bring the in-memory indexes to `generation`: in place when they were at the one
+        before, else rebuilt. The database change is committed: a damaged row met by the
+        rebuild is kept for the next search, not raised here."""
+        with self._index_lock.writing():
+            if self._loaded_generation == generation - 1:
+                self._unindex(removed)
+                for reference_id, fingerprint in added:
+                    self._index_fingerprint(reference_id, fingerprint)
+                self._loaded_generation = generation
+                self._dirty = True
+                self._maybe_retrain()
+            else:
+                self._rebuild_or_record()
+
+    def _rebuild_or_record(self) -> None:
+        """Rebuild from SQLite (caller holds the index write lock); keep the damage that stops
+        it, with the generation it was met at."""
+        generation = self._store.generation()
+        try:
+            self._rebuild_locked()
+        except CatalogDamagedError as exc:
+            self._index_problem = (generation, exc)
+            return
+        self._index_problem = None
 
     def _named_indexes(self) -> Iterable[tuple[str, Any]]:
         yield from self._hash_indexes.items()
@@ -429,11 +491,20 @@ class Catalog:
             apply_search_parameters(descriptor_index, self.config)
 
     def _refresh_if_changed(self) -> None:
-        """Reload when another process (or connection) changed the catalog since we loaded."""
-        if self._store.generation() != self._loaded_generation:
+        """Reload when another process (or connection) changed the catalog since we loaded;
+        raise the damage that keeps the indexes from being built."""
+        if self._needs_rebuild():
             with self._index_lock.writing():
-                if self._store.generation() != self._loaded_generation:
-                    self._rebuild_locked()
+                if self._needs_rebuild():
+                    self._rebuild_or_record()
+        if self._index_problem is not None:
+            raise self._index_problem[1]
+
+    def _needs_rebuild(self) -> bool:
+        generation = self._store.generation()
+        # A rebuild that met damage is tried again only once the database has changed.
+        failed = self._index_problem is not None and self._index_problem[0] == generation
+        return generation != self._loaded_generation and not failed
 
     def _rebuild_locked(self) -> None:
         """Build every index from SQLite. Caller holds the index write lock."""
@@ -466,7 +537,7 @@ class Catalog:
             self.config.ivf_retrain_growth
         )
         if outgrew_exact or outgrew_training:
-            self._rebuild_locked()
+            self._rebuild_or_record()
 
     def _index_fingerprint(self, reference_id: int, fingerprint: Fingerprint) -> None:
         for name, codes in fingerprint.hashes.items():

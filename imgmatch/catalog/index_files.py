@@ -19,6 +19,7 @@ import faiss
 import numpy as np
 
 from imgmatch.catalog.records import sha256_file
+from imgmatch.errors import CatalogError
 
 DESCRIPTOR_INDEX = "descriptors"
 # What the ids in the hash index files mean; a hash index file stamped with another layout is
@@ -36,7 +37,13 @@ def index_file_problem(
     """Why the index file at `path` cannot be loaded as it is (None: it can)."""
     if stamp_text is None:
         return "never written"
-    stamp = json.loads(stamp_text)
+    try:
+        stamp = json.loads(stamp_text)
+    except ValueError:
+        stamp = None
+    if not isinstance(stamp, dict):
+        # The stamp is only the cache's label: the file is rebuilt and stamped anew.
+        return "its stamp in the database is not readable"
     if stamp.get("generation") != generation:
         return f"stale (generation {stamp.get('generation')}, database {generation})"
     if name != DESCRIPTOR_INDEX and stamp.get("layout", 1) != INDEX_LAYOUT:
@@ -61,17 +68,24 @@ def write_index(path: Path, index: Any, generation: int) -> str:
     """Write `index` to `path` atomically (temp file, fsync, rename); return its stamp."""
     data = faiss.serialize_index_binary(index)
     directory = path.parent
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data.tobytes())
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data.tobytes())
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_name)
+            raise
+    except OSError as exc:
+        raise CatalogError(
+            f"{path}: cannot write the index file ({exc.strerror or exc}); the database is "
+            "unchanged and the index is rebuilt from it at the next run: free space or fix "
+            "the folder's permissions, then run `imgmatch catalog rebuild`"
+        ) from exc
     fsync_directory(directory)
     stamp = {
         "generation": generation,
