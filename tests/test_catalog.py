@@ -226,7 +226,7 @@ def test_ivf_index_agrees_with_exact_search(tmp_path: Path, deep_quantizer_lists
     assert recall >= 0.9
     # Queries are scanned in the order of their lists: the answers are FAISS's own, unchanged.
     stacked = np.concatenate([query.features.descriptors for query in queries])
-    index = approx._descriptor_index
+    index = approx._indexes.descriptor_index
     for probes in (1, 3, index.nlist + 5):
         index.nprobe = probes
         plain_distances, plain_labels = index.search(stacked, 5)

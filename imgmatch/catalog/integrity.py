@@ -10,22 +10,25 @@ being indexed, or crashing a check.
 from __future__ import annotations
 
 import hashlib
+import json
+from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from imgmatch.catalog.faiss_indexes import HASH_CODE_BYTES
 from imgmatch.catalog.ids import MAX_KEYPOINTS_PER_VIEW, VIEW_BITS
 from imgmatch.errors import CatalogDamagedError
 from imgmatch.features import DESCRIPTOR_BYTES, KEYPOINT_FIELDS
-from imgmatch.hashing import HASH_BITS
 
 KEYPOINT_BYTES = KEYPOINT_FIELDS * 4  # float32 x, y, size, angle
-HASH_CODE_BYTES = HASH_BITS // 8
 MAX_HASH_VARIANTS = 8
 # Damaged references are listed by id in `verify`, up to this many per kind of damage.
 IDS_SHOWN_PER_PROBLEM = 10
 
 
-def remove_or_restore(database_name: str) -> str:
+def _remove_or_restore(database_name: str) -> str:
     """What to do about references whose rows are damaged."""
     return (
         "remove each (`imgmatch catalog remove ID`) and index its photo again, or restore "
@@ -77,7 +80,7 @@ def raise_if_damaged(database: Path, reference_id: int, problem: str | None) -> 
         raise CatalogDamagedError(
             f"{database}: reference {reference_id}: {problem}; the database is damaged: run "
             f"`imgmatch catalog verify` to list the damaged references, then "
-            f"{remove_or_restore(database.name)}"
+            f"{_remove_or_restore(database.name)}"
         )
 
 
@@ -98,7 +101,49 @@ def fingerprint_digest(
     return digest.hexdigest()
 
 
-def summarise(kind: str, reference_ids: list[int], advice: str) -> str:
+def metadata_problem(text: object) -> str | None:
+    """Why stored metadata is unreadable (None: a JSON object)."""
+    try:
+        value = json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        return f"is not JSON ({exc})"
+    return None if isinstance(value, dict) else "is not a JSON object"
+
+
+@dataclass(frozen=True)
+class ReferenceRows:
+    """One reference as stored: its checksum, its metadata, its (hasher, code) and (view,
+    count, keypoints, descriptors) rows."""
+
+    reference_id: int
+    checksum: str
+    metadata: object
+    hashes: list[Any]
+    views: list[Any]
+
+
+def reference_problems(database: Path, references: Iterable[ReferenceRows]) -> list[str]:
+    """`verify`'s lines about references: rows of the wrong size, checksums missing or
+    different, unreadable metadata; one line per kind, naming the references."""
+    damaged: dict[str, list[int]] = defaultdict(list)
+    for rows in references:
+        malformed = [hash_problem(h, blob_size(code)) for h, code in rows.hashes] + [
+            view_problem(view, count, blob_size(keypoints), blob_size(descriptors))
+            for view, count, keypoints, descriptors in rows.views
+        ]
+        if any(malformed):
+            damaged["fingerprint rows of the wrong size"].append(rows.reference_id)
+        elif not rows.checksum:
+            damaged["no fingerprint checksum"].append(rows.reference_id)
+        elif fingerprint_digest(rows.hashes, rows.views) != rows.checksum:
+            damaged["fingerprint checksum differs"].append(rows.reference_id)
+        if metadata_problem(rows.metadata):
+            damaged["metadata is not a JSON object"].append(rows.reference_id)
+    advice = _remove_or_restore(database.name)
+    return [f"{database}: {_summarise(kind, ids, advice)}" for kind, ids in damaged.items()]
+
+
+def _summarise(kind: str, reference_ids: list[int], advice: str) -> str:
     """One verify line for every reference with the same kind of damage."""
     shown = ", ".join(str(i) for i in reference_ids[:IDS_SHOWN_PER_PROBLEM])
     more = (

@@ -11,7 +11,6 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,12 +20,13 @@ import numpy as np
 
 from imgmatch.catalog.ids import MAX_KEYPOINTS_PER_VIEW, MAX_REFERENCE_ID
 from imgmatch.catalog.integrity import (
+    ReferenceRows,
     blob_size,
     fingerprint_digest,
     hash_problem,
+    metadata_problem,
     raise_if_damaged,
-    remove_or_restore,
-    summarise,
+    reference_problems,
     view_problem,
 )
 from imgmatch.catalog.records import NewReference, Reference
@@ -351,8 +351,10 @@ class Store:
         return problems
 
     def _reference_problems(self) -> list[str]:
-        """Each reference's rows read whole, their sizes and checksum compared."""
-        damaged: dict[str, list[int]] = defaultdict(list)
+        return reference_problems(self.path, self._each_reference_rows())
+
+    def _each_reference_rows(self) -> Iterator[ReferenceRows]:
+        """Every reference's checksum, metadata and whole fingerprint rows, one at a time."""
         with self._access() as db:
             references = db.execute(
                 "SELECT id, fingerprint_sha256, metadata FROM reference ORDER BY id"
@@ -367,20 +369,7 @@ class Store:
                     "WHERE reference_id = ?",
                     (reference_id,),
                 ).fetchall()
-            malformed = [hash_problem(h, blob_size(code)) for h, code in hashes] + [
-                view_problem(view, count, blob_size(keypoints), blob_size(descriptors))
-                for view, count, keypoints, descriptors in views
-            ]
-            if any(malformed):
-                damaged["fingerprint rows of the wrong size"].append(reference_id)
-            elif not checksum:
-                damaged["no fingerprint checksum"].append(reference_id)
-            elif fingerprint_digest(hashes, views) != checksum:
-                damaged["fingerprint checksum differs"].append(reference_id)
-            if _metadata_problem(metadata):
-                damaged["metadata is not a JSON object"].append(reference_id)
-        advice = remove_or_restore(DATABASE_NAME)
-        return [f"{self.path}: {summarise(kind, ids, advice)}" for kind, ids in damaged.items()]
+            yield ReferenceRows(reference_id, checksum, metadata, hashes, views)
 
     def file_bytes(self) -> int:
         """The database's size on disk, with its write-ahead log."""
@@ -388,7 +377,7 @@ class Store:
 
     def _to_reference(self, row: Any, *, lenient: bool = False) -> Reference:
         (rid, path, sha, design, brand, metadata, width, height, size, mtime, added, sig) = row
-        problem = _metadata_problem(metadata)
+        problem = metadata_problem(metadata)
         if problem and not lenient:
             raise_if_damaged(self.path, int(rid), f"its metadata {problem}")
         return Reference(
@@ -405,15 +394,6 @@ class Store:
             file_mtime_ns=mtime,
             fingerprint_signature=str(sig),
         )
-
-
-def _metadata_problem(text: object) -> str | None:
-    """Why stored metadata is unreadable (None: a JSON object)."""
-    try:
-        value = json.loads(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        return f"is not JSON ({exc})"
-    return None if isinstance(value, dict) else "is not a JSON object"
 
 
 def _filters(design: str | None, brand: str | None) -> tuple[str, list[str]]:
