@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,6 +304,30 @@ def test_only_an_absent_or_empty_folder_becomes_a_new_catalog(tmp_path: Path) ->
     with pytest.raises(CatalogDamagedError, match=r"notes\.txt"):
         Catalog(occupied)
     assert not (occupied / DATABASE_NAME).exists()
+
+
+def test_openers_racing_to_create_a_catalog_all_get_the_same_one(tmp_path: Path) -> None:
+    """The first to link its new database wins; the others open that one, none is refused
+    for seeing the winner's index files."""
+    directory = tmp_path / "cat"
+    barrier = threading.Barrier(6)
+    outcomes: list[object] = []
+
+    def open_catalog() -> None:
+        barrier.wait()
+        try:
+            with Catalog(directory) as catalog:
+                outcomes.append(catalog.count())
+        except CatalogError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=open_catalog) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert outcomes == [0] * 6
+    assert [p.name for p in directory.iterdir() if p.name.startswith(".")] == []
 
 
 def test_an_upgraded_catalog_checksums_its_fingerprints_as_they_are(

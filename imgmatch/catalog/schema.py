@@ -118,20 +118,12 @@ def open_database(directory: Path, *, create: bool) -> sqlite3.Connection:
     """The catalog database in `directory`, made there only if the folder is absent or empty
     (and `create`), and brought up to this imgmatch's schema."""
     path = directory / DATABASE_NAME
-    if not directory.exists():
-        if not create:
-            raise CatalogError(f"no catalog at {directory} (run `imgmatch index` first)")
-        directory.mkdir(parents=True, exist_ok=True)
-    if not directory.is_dir():
-        raise CatalogError(f"{directory} is not a directory")
-    if path.exists() and not path.is_file():
-        raise CatalogDamagedError(f"{path} is not a file: {_RESTORE.format(name=DATABASE_NAME)}")
-    if not path.exists() or path.stat().st_size == 0:
-        if _other_entries(directory) or path.exists():
-            _refuse_lost_database(directory, path)
-        if not create:
-            raise CatalogError(f"no catalog at {directory} (run `imgmatch index` first)")
-        _create(directory, path)
+    try:
+        _prepare_folder(directory, path, create=create)
+    except OSError as exc:
+        raise CatalogError(
+            f"{directory}: {exc.strerror or exc}: check the catalog path and its permissions"
+        ) from exc
     with translated(path):
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
@@ -144,6 +136,30 @@ def open_database(directory: Path, *, create: bool) -> sqlite3.Connection:
             db.close()
             raise
     return db
+
+
+def _prepare_folder(directory: Path, path: Path, *, create: bool) -> None:
+    """Make a new database where the folder allows one; refuse where a database was lost."""
+    if not directory.exists():
+        if not create:
+            raise CatalogError(f"no catalog at {directory} (run `imgmatch index` first)")
+        directory.mkdir(parents=True, exist_ok=True)
+    if not directory.is_dir():
+        raise CatalogError(f"{directory} is not a directory")
+    if path.exists() and not path.is_file():
+        raise CatalogDamagedError(f"{path} is not a file: {_RESTORE.format(name=DATABASE_NAME)}")
+    if _holds_data(path):
+        return
+    others = _other_entries(directory)
+    # Looked at again after the folder: another process may have made the catalog meanwhile
+    # (and its index files with it); a database never disappears in normal use.
+    if _holds_data(path):
+        return
+    if others or path.exists():
+        _refuse_lost_database(directory, path, others)
+    if not create:
+        raise CatalogError(f"no catalog at {directory} (run `imgmatch index` first)")
+    _create(directory, path)
 
 
 def read_meta(db: sqlite3.Connection, key: str) -> str | None:
@@ -183,9 +199,12 @@ def _other_entries(directory: Path) -> list[str]:
     )
 
 
-def _refuse_lost_database(directory: Path, path: Path) -> None:
+def _holds_data(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
+
+
+def _refuse_lost_database(directory: Path, path: Path, held: list[str]) -> None:
     state = "is empty (0 bytes)" if path.exists() else "is missing"
-    held = _other_entries(directory)
     names = ", ".join(held[:_ENTRIES_NAMED]) + (", ..." if len(held) > _ENTRIES_NAMED else "")
     besides = f" but the folder holds {names}" if held else ""
     raise CatalogDamagedError(
