@@ -645,9 +645,11 @@ def _ratio_test(
     reference_ids = neighbours.reference_ids
     if distances.size == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    # A neighbour whose reference was removed since the search has no design: invalid.
+    # A neighbour whose reference was removed since the search has no design: invalid. Only
+    # known ids are looked up: an empty catalog has an empty table and no neighbours at all.
     known = (reference_ids >= 0) & (reference_ids < len(design_codes))
-    codes = np.where(known, design_codes[np.where(known, reference_ids, 0)], -1)
+    codes = np.full(reference_ids.shape, -1, dtype=np.int64)
+    codes[known] = design_codes[reference_ids[known]]
     valid = codes >= 0
     rows = np.arange(len(distances))
     other_design = valid & (codes != codes[:, :1])

@@ -57,6 +57,11 @@ class CatalogError(ImgmatchError):
     """The catalog cannot do what was asked (missing reference, unreadable database, ...)."""
 
 
+class CatalogDamagedError(CatalogError):
+    """A catalog file is damaged, lost or not what it should be; the message names the file and
+    what to do (`imgmatch catalog verify`, `imgmatch catalog rebuild`, restore from a backup)."""
+
+
 class ReferenceNotFoundError(CatalogError, KeyError):
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "reference not found"

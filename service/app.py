@@ -87,8 +87,9 @@ def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: "Request body over IMGMATCH_MAX_BODY_BYTES.",
         415: "A part is not an image.",
         422: "Invalid fields, or an image that cannot be used as a reference.",
-        503: "The catalog is still loading or failed to load, or (for uploads) "
-        "IMGMATCH_MAX_UPLOADS requests with a body are already in progress: retry later.",
+        503: "The catalog is still loading, failed to load or is damaged (the detail says "
+        "why), or (for uploads) IMGMATCH_MAX_UPLOADS requests with a body are already in "
+        "progress: retry later.",
     }
     return {code: {"model": Problem, "description": descriptions[code]} for code in codes}
 
@@ -183,7 +184,8 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     app.add_exception_handler(NoImageError, handler(404, "no_reference_image"))
     app.add_exception_handler(DuplicateReferenceError, handler(409, "duplicate_reference"))
     app.add_exception_handler(InvalidImageError, handler(422, "invalid_reference_image"))
-    app.add_exception_handler(CatalogError, handler(500, "catalog_error"))
+    # A damaged or unreadable catalog is the service's state, not the request's fault.
+    app.add_exception_handler(CatalogError, handler(503, "catalog_error"))
 
 
 def _add_api_routes(app: FastAPI) -> None:
