@@ -268,6 +268,17 @@ class _LifelinePool(ProcessPoolExecutor):
         self._lifeline_reader.close()
 
 
+def _submit(pool: ProcessPoolExecutor, path: Path) -> Future[FingerprintOutcome]:
+    """`path`'s task in `pool`; a pool that broke since its last result gives a failed future,
+    which the caller retries with the other tasks in flight, instead of an exception here."""
+    try:
+        return pool.submit(_work, path)
+    except BrokenProcessPool as exc:
+        failed: Future[FingerprintOutcome] = Future()
+        failed.set_exception(exc)
+        return failed
+
+
 def _pooled(
     paths: Iterator[Path], window: int, new_pool: Callable[[], ProcessPoolExecutor]
 ) -> Iterator[FingerprintOutcome]:
@@ -281,7 +292,7 @@ def _pooled(
     try:
         while True:
             while len(pending) < window and (path := next(paths, None)) is not None:
-                pending.append((path, pool.submit(_work, path)))
+                pending.append((path, _submit(pool, path)))
             if not pending:
                 return
             path, future = pending.popleft()

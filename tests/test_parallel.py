@@ -12,9 +12,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -73,6 +75,7 @@ def test_files_in_flight_when_a_worker_dies_are_retried_and_only_the_killer_fail
 
     # Every file is submitted at once, so the crash breaks the pool with the others in flight.
     outcomes = list(parallel._pooled(iter(paths), len(paths), new_pool))
+    lifeline.close()  # the workers of every pool end with it
 
     assert [o.path for o in outcomes] == paths
     crashed = outcomes[2]
@@ -220,3 +223,28 @@ def test_kill_9_of_check_mid_run_leaves_no_process_behind(
          "--workers", str(WORKERS), "--quiet"]
     )  # fmt: skip
     _assert_nothing_left(started, left)
+
+
+class BreakingPool(Executor):
+    """Runs each task at once in this process, like a pool whose worker died just before its
+    `breaks_at`-th submission (`None`: never)."""
+
+    def __init__(self, breaks_at: int | None) -> None:
+        self.breaks_at = breaks_at
+        self.submitted = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted += 1
+        if self.breaks_at is not None and self.submitted >= self.breaks_at:
+            raise BrokenProcessPool("a child process terminated abruptly")
+        future: Future[Any] = Future()
+        future.set_result(FingerprintOutcome(args[0], None))
+        return future
+
+
+def test_a_worker_dying_between_two_results_loses_no_file_and_stops_nothing() -> None:
+    paths = [Path(f"listing_{n}.jpg") for n in range(12)]
+    pools = iter([BreakingPool(breaks_at=6), BreakingPool(None), BreakingPool(None)])
+    outcomes = list(parallel._pooled(iter(paths), 4, lambda: next(pools)))
+    assert [outcome.path for outcome in outcomes] == paths
+    assert all(outcome.error is None for outcome in outcomes)
