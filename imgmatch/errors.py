@@ -49,6 +49,13 @@ class BlankImageError(InvalidImageError):
     reason = "blank image"
 
 
+class IndistinctImageError(InvalidImageError):
+    """Too little detail to tell it from other images (a gradient, a pattern, a plain ground
+    with a line): as a reference it would match every listing as plain as itself."""
+
+    reason = "too little detail"
+
+
 class OutputError(ImgmatchError):
     """An output file (a report, a summary) cannot be written where it was asked."""
 
