@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from imgmatch.bench.command import bench, calibrate
 from imgmatch.catalog import Catalog
@@ -24,15 +26,31 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 # The shell's code for a command stopped by Ctrl-C (128 + SIGINT).
 EXIT_INTERRUPTED = 130
 
+# Soft wrap: long paths stay on one line, so logs can be grepped.
+err = Console(stderr=True, soft_wrap=True)
+
+
+class _Commands(TyperGroup):
+    """Every command's catalog error (missing, damaged, busy) ends it with one line and exit
+    2, wherever in the command it is met: its message already says what to do."""
+
+    # `ctx` is Typer's own (vendored) click Context, which it does not export.
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CatalogError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(EXIT_USAGE) from exc
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="Find listing photos that copy protected designs.",
     no_args_is_help=True,
     add_completion=False,
 )
 catalog_app = typer.Typer(help="Inspect and maintain the reference catalog.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
-# Soft wrap: long paths stay on one line, so logs can be grepped.
-err = Console(stderr=True, soft_wrap=True)
 
 CatalogOption = Annotated[
     Path | None,
@@ -74,11 +92,8 @@ def _prepare_outputs(*paths: Path | None) -> None:
 
 
 def _open_catalog(directory: Path | None, *, create: bool) -> Catalog:
-    try:
-        return Catalog(directory, create=create)
-    except CatalogError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_USAGE) from exc
+    """The catalog; a `CatalogError` ends the command with exit 2 (`_Commands`)."""
+    return Catalog(directory, create=create)
 
 
 def _finish(summary: dict[str, Any], summary_json: Path | None) -> None:
@@ -117,6 +132,8 @@ def index(
     _prepare_outputs(summary_json)
     options = IndexOptions(workers or default_workers(), batch_size, prune, decode_timeout)
     with _open_catalog(catalog, create=True) as store:
+        # Refused before any file is read, not at the first commit.
+        store.require_searchable()
         try:
             report = index_references(
                 store,
@@ -181,6 +198,7 @@ def check(
     _prepare_outputs(out, summary_json)
     options = CheckOptions(workers or default_workers(), min_score, decode_timeout_s=decode_timeout)
     with _open_catalog(catalog, create=False) as store:
+        store.require_searchable()
         detector = Detector(store)
         if stale := detector.stale_references():
             were = "reference was" if stale == 1 else "references were"
@@ -285,15 +303,14 @@ def serve(
 ) -> None:
     """Run the HTTP service: check API, reference management, review page (IMGMATCH_* settings)."""
     # Imported here so the other commands start without loading the web stack.
-    import uvicorn
-
     from service.app import configure_logging, create_app
+    from service.server import serve as run_server
     from service.settings import ServiceSettings
 
     settings = ServiceSettings() if catalog is None else ServiceSettings(catalog=catalog)
     configure_logging(settings)
     err.print(f"imgmatch serving {settings.catalog_dir()} on http://{host}:{port}")
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    run_server(create_app(settings), settings, host, port)
 
 
 # The benchmark's commands live with the benchmark (imgmatch/bench/command.py).

@@ -57,6 +57,14 @@ class DetectorConfig:
     opencv_threads: int = 1
     # References are also indexed mirrored, so a mirrored crop or collage is still caught.
     index_mirrored_references: bool = True
+    # A reference needs this many ORB features that differ by more than
+    # distinct_feature_bits from every other feature of the same photo. A gradient, a ramp or a
+    # line has no features, a checkerboard only repeats of one corner, and the hashes of such
+    # images match any other plain image. Bundled references and shared-dataset photos have 69
+    # or more (745 photos); generated gradients, ramps, lines and checkerboards 2 or fewer: 12
+    # is about 6x from either side.
+    min_distinct_reference_features: int = 12
+    distinct_feature_bits: int = 40
 
     # Candidate search.
     knn_neighbours: int = 5

@@ -49,12 +49,24 @@ class BlankImageError(InvalidImageError):
     reason = "blank image"
 
 
+class IndistinctImageError(InvalidImageError):
+    """Too little detail to tell it from other images (a gradient, a pattern, a plain ground
+    with a line): as a reference it would match every listing as plain as itself."""
+
+    reason = "too little detail"
+
+
 class OutputError(ImgmatchError):
     """An output file (a report, a summary) cannot be written where it was asked."""
 
 
 class CatalogError(ImgmatchError):
     """The catalog cannot do what was asked (missing reference, unreadable database, ...)."""
+
+
+class CatalogDamagedError(CatalogError):
+    """A catalog file is damaged, lost or not what it should be; the message names the file and
+    what to do (`imgmatch catalog verify`, `imgmatch catalog rebuild`, restore from a backup)."""
 
 
 class ReferenceNotFoundError(CatalogError, KeyError):

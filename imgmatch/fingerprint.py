@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass
 
 from imgmatch.config import DetectorConfig
-from imgmatch.features import FeatureExtractor, FeatureSet
+from imgmatch.errors import IndistinctImageError
+from imgmatch.features import FeatureExtractor, FeatureSet, distinct_features
 from imgmatch.hashing import DIHEDRALS, PackedBits, compute_hashes
 from imgmatch.images import RGBImage, to_gray
 
@@ -85,10 +86,12 @@ class Fingerprinter:
         mirrored.
 
         The flips and turns are hashed here, once per reference, so that a listing, checked
-        far more often, is hashed only as it is.
+        far more often, is hashed only as it is. A photo too plain to tell apart from other
+        images raises `IndistinctImageError`.
         """
         gray = to_gray(image)
         views = [self._extractor.extract_gray(gray)]
+        self._require_distinct(views[0])
         if self.config.index_mirrored_references:
             views.append(self._extractor.extract_gray(gray, mirrored=True))
         return Fingerprint(
@@ -98,6 +101,18 @@ class Fingerprinter:
             views=tuple(views),
             signature=self.signature,
         )
+
+    def _require_distinct(self, features: FeatureSet) -> None:
+        """Refuse a reference too plain to tell apart from other images (`IndistinctImageError`):
+        its hashes would match every listing as plain as itself."""
+        needed = self.config.min_distinct_reference_features
+        distinct = distinct_features(features, self.config.distinct_feature_bits, up_to=needed)
+        if distinct < needed:
+            raise IndistinctImageError(
+                f"too little detail to protect: {distinct} distinctive features, a reference "
+                f"needs {needed} (a gradient, a pattern or a plain background would match any "
+                "listing as plain); use a photo of the design"
+            )
 
     def listing(self, image: RGBImage) -> Fingerprint:
         """Fingerprint a listing photo: hashes and features of the photo as it is."""

@@ -3,6 +3,9 @@
 Only pixels -> fingerprint work runs in the workers; everything that touches the catalog stays in
 the calling process (one writer, one FAISS index in memory). Each worker limits OpenCV, FAISS and
 BLAS to one thread: N workers on N cores must not each start N threads.
+
+Workers end with the process that started them, however it ends (`kill -9`, the OOM killer, a
+crash): each watches a pipe only that process can write to, and exits when the pipe closes.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import threading
@@ -19,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
 
@@ -132,16 +137,39 @@ def _time_limit(seconds: float, path: Path) -> Iterator[None]:
 
 
 _worker: FileFingerprinter | None = None
+# A worker's exit status when the process that started it is gone.
+EXIT_PARENT_GONE = 1
 
 
 def _init_worker(
-    kind: str, config: DetectorConfig, limits: ImageLimits, decode_timeout_s: float
+    lifeline: Connection,
+    kind: str,
+    config: DetectorConfig,
+    limits: ImageLimits,
+    decode_timeout_s: float,
 ) -> None:
     global _worker
     # Ctrl-C goes to the whole process group; only the parent decides what to do with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(
+        target=_exit_with_parent, args=(lifeline,), name="imgmatch-lifeline", daemon=True
+    ).start()
     # The fingerprinter sets OpenCV to DetectorConfig.opencv_threads (one) as it is built.
     _worker = FileFingerprinter(kind, config, limits, decode_timeout_s)
+
+
+def _exit_with_parent(lifeline: Connection) -> None:
+    """End this worker as soon as the parent's end of `lifeline` is closed.
+
+    A pool worker would otherwise outlive a parent killed with SIGKILL: it waits for tasks on a
+    queue whose write end it holds itself, so it never sees the parent go. And the forkserver
+    and the resource tracker it was started through wait for every holder of their pipes to go,
+    workers included: one stray worker keeps all three alive. A parent-death signal (Linux
+    prctl) would not help, because a worker's parent is the forkserver, not imgmatch.
+    """
+    # Readable means closed: the parent never writes to it. Waiting on the pipe releases the GIL.
+    multiprocessing.connection.wait([lifeline])
+    os._exit(EXIT_PARENT_GONE)
 
 
 def _work(path: Path) -> FingerprintOutcome:
@@ -185,17 +213,11 @@ class _PoolFactory:
     decode_timeout_s: float
 
     def __call__(self) -> ProcessPoolExecutor:
-        # forkserver: workers fork from a clean server process, not from this one, whose FAISS
-        # OpenMP pool and progress thread do not survive a fork.
-        context = multiprocessing.get_context("forkserver")
         saved = {name: os.environ.get(name) for name in _SINGLE_THREAD_ENV}
         os.environ.update(_SINGLE_THREAD_ENV)
         try:
-            pool = ProcessPoolExecutor(
-                self.workers,
-                mp_context=context,
-                initializer=_init_worker,
-                initargs=(self.kind, self.config, self.limits, self.decode_timeout_s),
+            pool = _LifelinePool(
+                self.workers, self.kind, self.config, self.limits, self.decode_timeout_s
             )
             # Start the workers now, while the single-thread environment is in place.
             for future in [pool.submit(os.getpid) for _ in range(self.workers)]:
@@ -207,6 +229,54 @@ class _PoolFactory:
                 else:
                     os.environ[name] = value
         return pool
+
+
+class _LifelinePool(ProcessPoolExecutor):
+    """A process pool whose workers exit when this process does, or when the pool is shut down.
+
+    Only this process holds the write end of the lifeline pipe; the workers watch its read end
+    (`_exit_with_parent`). The write end is not inherited by anything this process starts
+    (file descriptors are not inheritable by default), so it closes when this process ends,
+    whatever ends it.
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        kind: str,
+        config: DetectorConfig,
+        limits: ImageLimits,
+        decode_timeout_s: float,
+    ) -> None:
+        # forkserver: workers fork from a clean server process, not from this one, whose FAISS
+        # OpenMP pool and progress thread do not survive a fork.
+        context = multiprocessing.get_context("forkserver")
+        # The read end stays open here too: workers started later are sent a copy of it.
+        self._lifeline_reader, self._lifeline = context.Pipe(duplex=False)
+        super().__init__(
+            workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(self._lifeline_reader, kind, config, limits, decode_timeout_s),
+        )
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait, cancel_futures=cancel_futures)
+        # Workers still busy after a shutdown without waiting (a broken pool being replaced)
+        # have nothing left to deliver: closing the lifeline ends them now.
+        self._lifeline.close()
+        self._lifeline_reader.close()
+
+
+def _submit(pool: ProcessPoolExecutor, path: Path) -> Future[FingerprintOutcome]:
+    """`path`'s task in `pool`; a pool that broke since its last result gives a failed future,
+    which the caller retries with the other tasks in flight, instead of an exception here."""
+    try:
+        return pool.submit(_work, path)
+    except BrokenProcessPool as exc:
+        failed: Future[FingerprintOutcome] = Future()
+        failed.set_exception(exc)
+        return failed
 
 
 def _pooled(
@@ -222,7 +292,7 @@ def _pooled(
     try:
         while True:
             while len(pending) < window and (path := next(paths, None)) is not None:
-                pending.append((path, pool.submit(_work, path)))
+                pending.append((path, _submit(pool, path)))
             if not pending:
                 return
             path, future = pending.popleft()

@@ -24,6 +24,12 @@ from imgmatch.html_report import render_html
 # The terminal summary names this many failed files per reason; --summary-json has them all.
 FAILED_PATHS_SHOWN_PER_REASON = 5
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP: "CSV Injection").
+# Designs, brands, listing ids, manifest columns and file names come from brands and sellers, so
+# a text cell starting with one (after any spaces) gets a leading single quote, which
+# spreadsheets read as "this is text". Numbers imgmatch writes (score, ids, box) are left alone.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
 CSV_COLUMNS = (
     "listing_id",
     "path",
@@ -113,27 +119,35 @@ class CsvSink(_StreamSink):
         self.extra_columns = extra_columns
         self.writer = csv.writer(self.stream)
         if not self.appending:
-            self.writer.writerow((*CSV_COLUMNS, *extra_columns))
+            # A manifest's column names are its author's text too.
+            self.writer.writerow((*CSV_COLUMNS, *map(as_text_cell, extra_columns)))
 
     def write(self, item: ListingResult) -> None:
         result, top = item.result, item.result.top
         self.writer.writerow(
             [
-                item.listing.listing_id or "",
-                result.path,
-                result.status,
+                as_text_cell(item.listing.listing_id or ""),
+                as_text_cell(result.path or ""),
+                as_text_cell(result.status),
                 int(result.flagged),
-                top.design if top else "",
-                top.brand if top else "",
+                as_text_cell(top.design if top else ""),
+                as_text_cell(top.brand if top else ""),
                 f"{top.score:.4f}" if top else "",
                 top.reference_id if top else "",
-                top.transform if top else "",
+                as_text_cell(top.transform if top else ""),
                 " ".join(map(str, top.box)) if top and top.box else "",
-                result.error or "",
-                *(item.listing.extra.get(c, "") for c in self.extra_columns),
+                as_text_cell(result.error or ""),
+                *(as_text_cell(item.listing.extra.get(c, "")) for c in self.extra_columns),
             ]
         )
         self.stream.flush()
+
+
+def as_text_cell(text: str) -> str:
+    """`text` as a CSV cell that a spreadsheet shows as text and never runs as a formula: a
+    leading single quote where it would start with `FORMULA_TRIGGERS`; nothing else changes, so
+    removing that one quote gives the text back."""
+    return "'" + text if text.lstrip(" ").startswith(FORMULA_TRIGGERS) else text
 
 
 class HtmlSink:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import sys
 import unicodedata
 from collections.abc import AsyncIterator, Sequence
@@ -24,17 +23,18 @@ from fastapi import (
     HTTPException,
     Query,
     Request,
-    Security,
     UploadFile,
 )
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from imgmatch.errors import CatalogError, InvalidImageError, ReferenceNotFoundError
+from service.auth import API_KEY_HEADER, KeyFirstRoute, State, require_check_key, require_write_key
 from service.metrics import Metrics
-from service.middleware import BodySizeLimit, RequestMetrics
+from service.middleware import BodyGuard, RequestMetrics, UploadSlots
+from service.problems import add_problem_handlers, document_problems
 from service.schemas import (
     CheckResponse,
     CheckResultOut,
@@ -54,7 +54,6 @@ from service.state import (
 )
 
 HERE = Path(__file__).parent
-API_KEY_HEADER = "X-API-Key"
 # Leading bytes of the formats the decoder accepts: a part that neither declares an image type
 # nor starts like one is refused as a whole (415) instead of being reported as a bad image.
 IMAGE_SIGNATURES: tuple[bytes, ...] = (
@@ -67,75 +66,42 @@ IMAGE_SIGNATURES: tuple[bytes, ...] = (
     b"MM\x00*",
 )
 MAX_LABEL_CHARS = 200
+# Ids and offsets are 64-bit signed integers in the catalog's database: a larger one in a
+# request is refused as invalid (422) instead of overflowing there.
+MAX_INT64 = 2**63 - 1
 
-api_key_scheme = APIKeyHeader(
-    name=API_KEY_HEADER,
-    auto_error=False,
-    description="IMGMATCH_API_KEY for writes; IMGMATCH_CHECK_API_KEY, if set, for checks.",
-)
+ReferenceId = Annotated[int, PathParam(ge=1, le=MAX_INT64)]
+Offset = Annotated[int, Query(ge=0, le=MAX_INT64, description="References to skip.")]
+
 templates = Jinja2Templates(directory=HERE / "templates")
 
 
 def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
-        400: "Too many files in one request.",
+        400: "Too many files in one request, or a body that is not valid multipart data.",
         401: f"No {API_KEY_HEADER} header.",
         403: f"Wrong {API_KEY_HEADER}, or writes are disabled (IMGMATCH_API_KEY unset).",
         404: "No such reference, or no image for it.",
+        408: "The body did not arrive within IMGMATCH_BODY_TIMEOUT_S.",
         409: "The same image is already a reference.",
         413: "Request body over IMGMATCH_MAX_BODY_BYTES.",
         415: "A part is not an image.",
         422: "Invalid fields, or an image that cannot be used as a reference.",
-        503: "The catalog is still loading or failed to load.",
+        503: "The catalog is still loading, failed to load or is damaged (the detail says "
+        "why), or (for uploads) IMGMATCH_MAX_UPLOADS requests with a body are already in "
+        "progress: retry later.",
     }
     return {code: {"model": Problem, "description": descriptions[code]} for code in codes}
 
 
-# ----------------------------------------------------------------------- dependencies
-
-
-def get_state(request: Request) -> ServiceState:
-    state: ServiceState = request.app.state.service
-    return state
-
-
-State = Annotated[ServiceState, Depends(get_state)]
-ApiKey = Annotated[str | None, Security(api_key_scheme)]
-
-
-def _key_matches(given: str, *expected: str) -> bool:
-    # Constant-time, so response timing does not reveal how much of a guess was right.
-    return any(secrets.compare_digest(given.encode(), key.encode()) for key in expected)
-
-
-def require_write_key(state: State, key: ApiKey) -> None:
-    configured = state.settings.api_key
-    if configured is None:
-        raise HTTPException(
-            403,
-            "reference writes are disabled: start the service with IMGMATCH_API_KEY set, then "
-            f"send that key in the {API_KEY_HEADER} header",
-        )
-    if not key:
-        raise HTTPException(401, f"missing {API_KEY_HEADER} header", {"WWW-Authenticate": "ApiKey"})
-    if not _key_matches(key, configured.get_secret_value()):
-        raise HTTPException(403, f"wrong {API_KEY_HEADER}")
-
-
-def require_check_key(state: State, key: ApiKey) -> None:
-    settings = state.settings
-    if settings.check_api_key is None:
-        return
-    keys = [settings.check_api_key.get_secret_value()]
-    if settings.api_key is not None:
-        keys.append(settings.api_key.get_secret_value())
-    if not key:
-        raise HTTPException(401, f"missing {API_KEY_HEADER} header", {"WWW-Authenticate": "ApiKey"})
-    if not _key_matches(key, *keys):
-        raise HTTPException(403, f"wrong {API_KEY_HEADER}")
-
-
 # ----------------------------------------------------------------------- helpers
+
+
+def _image_parts_encoding() -> dict[str, Any]:
+    """Document that `image` parts are images: a part that neither declares an image type nor
+    starts like one is refused (415)."""
+    encoding = {"image": {"contentType": "image/*"}}
+    return {"requestBody": {"content": {"multipart/form-data": {"encoding": encoding}}}}
 
 
 def _label(upload: UploadFile, position: int) -> str:
@@ -184,13 +150,24 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
-    # Added last = outermost: metrics see every answer, including the body cap's 413.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, metrics=metrics)
+    # Key checks run on the headers, before a route reads its body.
+    app.router.route_class = KeyFirstRoute
+    # Added last = outermost: metrics see every answer, including the body guard's 408 and 413,
+    # and the body guard refuses an oversized body before it takes an upload slot.
+    app.add_middleware(UploadSlots, max_uploads=settings.max_uploads, metrics=metrics)
+    app.add_middleware(
+        BodyGuard,
+        max_bytes=settings.max_body_bytes,
+        read_timeout_s=settings.body_timeout_s,
+        metrics=metrics,
+    )
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    add_problem_handlers(app, metrics)
     _add_error_handlers(app, metrics)
     _add_api_routes(app)
     _add_pages(app)
+    document_problems(app)
     return app
 
 
@@ -207,7 +184,8 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     app.add_exception_handler(NoImageError, handler(404, "no_reference_image"))
     app.add_exception_handler(DuplicateReferenceError, handler(409, "duplicate_reference"))
     app.add_exception_handler(InvalidImageError, handler(422, "invalid_reference_image"))
-    app.add_exception_handler(CatalogError, handler(500, "catalog_error"))
+    # A damaged or unreadable catalog is the service's state, not the request's fault.
+    app.add_exception_handler(CatalogError, handler(503, "catalog_error"))
 
 
 def _add_api_routes(app: FastAPI) -> None:
@@ -234,18 +212,25 @@ def _add_api_routes(app: FastAPI) -> None:
             state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
+    check_extra = _image_parts_encoding()
+    if app.state.service.settings.check_api_key is None:
+        # Checks need no key in this configuration: an empty requirement says the key is optional.
+        check_extra["security"] = [{}]
+
     @app.post(
         "/v1/checks",
         tags=["checks"],
         dependencies=[Depends(require_check_key)],
-        responses=_problems(400, 401, 403, 413, 415, 503),
+        responses=_problems(400, 401, 403, 408, 413, 415, 422, 503),
+        openapi_extra=check_extra,
         # C4 fields appear only where they apply (error, correspondences), never as null.
         response_model_exclude_unset=True,
     )
     def check(
         state: State,
         image: Annotated[
-            list[UploadFile], File(description="Listing photos (repeat the field for several).")
+            list[UploadFile],
+            File(min_length=1, description="Listing photos (repeat the field for several)."),
         ],
         min_score: Annotated[
             float | None, Query(ge=0, le=1, description="Report candidates from this score.")
@@ -269,13 +254,15 @@ def _add_api_routes(app: FastAPI) -> None:
             ]
         )
 
-    @app.get("/v1/references", tags=["references"], responses=_problems(503))
+    @app.get("/v1/references", tags=["references"], responses=_problems(422, 503))
     def list_references(
         state: State,
         design: Annotated[str | None, Query(description="Only this design (exact).")] = None,
         brand: Annotated[str | None, Query(description="Only this brand (exact).")] = None,
-        offset: Annotated[int, Query(ge=0)] = 0,
-        limit: Annotated[int, Query(ge=1, description="Capped at IMGMATCH_PAGE_SIZE_MAX.")] = 50,
+        offset: Offset = 0,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_INT64, description="Capped at IMGMATCH_PAGE_SIZE_MAX.")
+        ] = 50,
     ) -> ReferencePage:
         """References in id order, a page at a time."""
         limit = min(limit, state.settings.page_size_max)
@@ -288,17 +275,19 @@ def _add_api_routes(app: FastAPI) -> None:
             items=[ReferenceOut.of(r) for r in items],
         )
 
-    @app.get("/v1/references/{reference_id}", tags=["references"], responses=_problems(404, 503))
-    def get_reference(state: State, reference_id: int) -> ReferenceOut:
+    @app.get(
+        "/v1/references/{reference_id}", tags=["references"], responses=_problems(404, 422, 503)
+    )
+    def get_reference(state: State, reference_id: ReferenceId) -> ReferenceOut:
         return ReferenceOut.of(state.catalog.get(reference_id))
 
     @app.get(
         "/v1/references/{reference_id}/image",
         tags=["references"],
         response_class=Response,
-        responses={200: {"content": {"image/jpeg": {}}}, **_problems(404, 503)},
+        responses={200: {"content": {"image/jpeg": {}}}, **_problems(404, 422, 503)},
     )
-    def reference_image(state: State, reference_id: int) -> Response:
+    def reference_image(state: State, reference_id: ReferenceId) -> Response:
         """A re-encoded JPEG thumbnail of the reference photo (never the uploaded bytes)."""
         data = state.thumbnail(state.catalog.get(reference_id))
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
@@ -308,7 +297,8 @@ def _add_api_routes(app: FastAPI) -> None:
         tags=["references"],
         status_code=201,
         dependencies=[Depends(require_write_key)],
-        responses=_problems(401, 403, 409, 413, 415, 422, 503),
+        responses=_problems(400, 401, 403, 408, 409, 413, 415, 422, 503),
+        openapi_extra=_image_parts_encoding(),
     )
     def add_reference(
         state: State,
@@ -329,9 +319,9 @@ def _add_api_routes(app: FastAPI) -> None:
         "/v1/references/{reference_id}",
         tags=["references"],
         dependencies=[Depends(require_write_key)],
-        responses=_problems(401, 403, 404, 503),
+        responses=_problems(401, 403, 404, 422, 503),
     )
-    def delete_reference(state: State, reference_id: int) -> ReferenceOut:
+    def delete_reference(state: State, reference_id: ReferenceId) -> ReferenceOut:
         """Remove a reference; the next check no longer reports it. Returns what was removed."""
         return ReferenceOut.of(state.remove_reference(reference_id))
 
@@ -356,13 +346,13 @@ def _add_pages(app: FastAPI) -> None:
             {"max_files": state.settings.max_files, "max_bytes": state.settings.max_body_bytes},
         )
 
-    @app.get("/catalog", tags=["pages"], response_class=HTMLResponse, responses=_problems(503))
+    @app.get("/catalog", tags=["pages"], response_class=HTMLResponse, responses=_problems(422, 503))
     def catalog_page(
         request: Request,
         state: State,
         design: str | None = None,
         brand: str | None = None,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Offset = 0,
     ) -> HTMLResponse:
         """The catalog page: references with thumbnails, search, add and delete."""
         design, brand = design or None, brand or None

@@ -33,6 +33,23 @@ class ServiceSettings(BaseSettings):
         default=20 * 1024 * 1024, gt=0, description="Request bodies over this are answered 413."
     )
     max_files: int = Field(default=10, gt=0, description="Most images in one check request.")
+    # A client that sends slowly holds a connection, and an upload also its spooled part, for
+    # as long as it likes unless these bound it; a reverse proxy in front may bound it earlier.
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A request's line and headers must arrive within this (else 408, closed).",
+    )
+    body_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A request's whole body must arrive within this of its headers (else 408).",
+    )
+    max_uploads: int = Field(
+        default=16,
+        gt=0,
+        description="Requests with a body handled at once; more are answered 503 (Retry-After).",
+    )
     flag_threshold: float | None = Field(
         default=None,
         ge=0,

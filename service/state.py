@@ -24,6 +24,7 @@ from PIL import Image
 from imgmatch.catalog import Catalog, NewReference, Reference
 from imgmatch.config import DetectorConfig, ImageLimits
 from imgmatch.detector import CheckResult, Detector
+from imgmatch.errors import CatalogError
 from imgmatch.images import RGBImage, load_image
 from imgmatch.locking import ReadWriteLock
 from service.metrics import Metrics
@@ -74,7 +75,7 @@ class ServiceState:
         self._loaded = threading.Event()
         self._jobs = threading.BoundedSemaphore(settings.workers)
         self._gate = ReadWriteLock()
-        metrics.catalog_size = lambda: self._catalog.count() if self._catalog else None
+        metrics.catalog_size = self._catalog_size
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -93,6 +94,10 @@ class ServiceState:
             self._catalog = catalog
             (directory / THUMBNAIL_DIR).mkdir(exist_ok=True)
             log.info("catalog %s loaded: %d references", directory, catalog.count())
+        except CatalogError as exc:
+            # Its message names the file and what to do: a traceback adds nothing.
+            self._load_error = f"cannot open the catalog at {directory}: {exc}"
+            log.error("catalog load failed: %s", exc)
         except Exception as exc:
             self._load_error = f"cannot open the catalog at {directory}: {exc}"
             log.exception("catalog load failed")
@@ -108,13 +113,25 @@ class ServiceState:
 
     @property
     def ready(self) -> bool:
-        return self._catalog is not None
+        """Loaded, and no damage met since: a damaged catalog stays unready until the service
+        is restarted on a repaired one."""
+        return self._catalog is not None and self._catalog.damage is None
 
     @property
     def status(self) -> str:
         if self._catalog is not None:
-            return "ready"
+            damage = self._catalog.damage
+            return "ready" if damage is None else f"the catalog is damaged: {damage}"
         return self._load_error or "loading the catalog"
+
+    def _catalog_size(self) -> int | None:
+        """For the metrics: unknown while the catalog is not loaded or cannot be read."""
+        if self._catalog is None:
+            return None
+        try:
+            return self._catalog.count()
+        except CatalogError:
+            return None
 
     @property
     def catalog(self) -> Catalog:

@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from imgmatch import indexing
-from imgmatch.catalog import DATABASE_NAME, Catalog
+from imgmatch.catalog import DATABASE_NAME, SCHEMA_VERSION, Catalog
 from imgmatch.config import DetectorConfig, ImageLimits
 from imgmatch.parallel import DecodeTimeoutError, FileFingerprinter
 
@@ -494,6 +494,7 @@ def test_a_schema_2_catalog_keeps_its_one_hash_until_indexed_again(
         db.execute("UPDATE hash SET code = substr(code, 1, 8)")
         db.execute("UPDATE reference SET fingerprint_signature = 'v4-older'")
         db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        db.execute("ALTER TABLE reference DROP COLUMN fingerprint_sha256")
         for key, stamp in db.execute("SELECT key, value FROM meta WHERE key LIKE 'index.%'"):
             older = {k: v for k, v in json.loads(stamp).items() if k != "layout"}
             db.execute("UPDATE meta SET value = ? WHERE key = ?", (json.dumps(older), key))
@@ -517,6 +518,7 @@ def test_a_schema_2_catalog_keeps_its_one_hash_until_indexed_again(
         assert hits(store, identical) == {("ref_0.jpg", 0)}
         assert hits(store, mirrored) == {("ref_0.jpg", 1)}
     db = sqlite3.connect(catalog / DATABASE_NAME)
-    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert version == (str(SCHEMA_VERSION),)
     assert {length for (length,) in db.execute("SELECT length(code) FROM hash")} == {64}
     db.close()

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from imgmatch.bench.samples import generated_photo
-from imgmatch.catalog import Catalog, NewReference, _search_in_list_order, resolve_catalog_dir
+from imgmatch.catalog import Catalog, NewReference, resolve_catalog_dir
+from imgmatch.catalog.faiss_indexes import search_in_list_order
 from imgmatch.config import DetectorConfig, SearchConfig
 from imgmatch.errors import CatalogError, ReferenceNotFoundError
 from imgmatch.fingerprint import Fingerprint, Fingerprinter
@@ -225,11 +226,11 @@ def test_ivf_index_agrees_with_exact_search(tmp_path: Path, deep_quantizer_lists
     assert recall >= 0.9
     # Queries are scanned in the order of their lists: the answers are FAISS's own, unchanged.
     stacked = np.concatenate([query.features.descriptors for query in queries])
-    index = approx._descriptor_index
+    index = approx._indexes.descriptor_index
     for probes in (1, 3, index.nlist + 5):
         index.nprobe = probes
         plain_distances, plain_labels = index.search(stacked, 5)
-        ordered_distances, ordered_labels = _search_in_list_order(index, stacked, 5)
+        ordered_distances, ordered_labels = search_in_list_order(index, stacked, 5)
         assert np.array_equal(plain_distances, ordered_distances), probes
         assert np.array_equal(plain_labels, ordered_labels), probes
     index.nprobe = approx.config.ivf_probes

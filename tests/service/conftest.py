@@ -89,24 +89,31 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def live_server(catalog_dir: Path, tmp_path: Path) -> Iterator[LiveServer]:
-    """`imgmatch serve` in a subprocess on 127.0.0.1, with its own TMPDIR to watch for spools."""
-    port = _free_port()
-    tmpdir = tmp_path / "server-tmp"
-    tmpdir.mkdir()
-    env = {
-        **os.environ,
-        "IMGMATCH_API_KEY": API_KEY,
-        "TMPDIR": str(tmpdir),
-        "IMGMATCH_LOG_LEVEL": "WARNING",
-    }
-    # The installed console script, exactly as an operator runs it.
-    script = Path(sys.executable).with_name("imgmatch")
-    command = [str(script), "serve", "--catalog", str(catalog_dir)]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
+def start_live_server(catalog_dir: Path, tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start `imgmatch serve` in a subprocess on 127.0.0.1 with these IMGMATCH_* settings (given
+    as lower-case names), with its own TMPDIR to watch for spools; stopped after the test."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(**settings: str) -> LiveServer:
+        port = _free_port()
+        tmpdir = tmp_path / f"server-tmp-{len(processes)}"
+        tmpdir.mkdir()
+        env = {
+            **os.environ,
+            "IMGMATCH_API_KEY": API_KEY,
+            "TMPDIR": str(tmpdir),
+            "IMGMATCH_LOG_LEVEL": "WARNING",
+            **{f"IMGMATCH_{name.upper()}": value for name, value in settings.items()},
+        }
+        # The installed console script, exactly as an operator runs it.
+        script = Path(sys.executable).with_name("imgmatch")
+        command = [str(script), "serve", "--catalog", str(catalog_dir)]
+        command += ["--host", "127.0.0.1", "--port", str(port)]
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             if process.poll() is not None:
@@ -121,11 +128,21 @@ def live_server(catalog_dir: Path, tmp_path: Path) -> Iterator[LiveServer]:
             if time.monotonic() > deadline:
                 raise RuntimeError("server not ready in time")
             time.sleep(0.1)
-        yield LiveServer(url, process, port, catalog_dir, tmpdir)
+        return LiveServer(url, process, port, catalog_dir, tmpdir)
+
+    try:
+        yield start
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for process in processes:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def live_server(start_live_server: Callable[..., LiveServer]) -> LiveServer:
+    """`imgmatch serve` with the default settings."""
+    return start_live_server()

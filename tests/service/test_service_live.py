@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import LiveServer
 from PIL import Image
-from service_helpers import API_KEY, REFERENCES, jpeg_bytes, listing_with
+from service_helpers import API_KEY, REFERENCES, jpeg_bytes, listing_with, open_files_under
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +105,11 @@ def test_a_200mb_upload_is_413_and_leaves_no_file(live_server: LiveServer, chunk
     assert status == 413
     # Answered at the cap, not after the whole body: at most the cap plus what was in flight.
     assert sent < 40 * 1024 * 1024
+    # A chunked body was spooled up to the cap; the spool goes with the answer.
+    deadline = time.monotonic() + 5
+    while open_files_under(live_server.process.pid, live_server.tmpdir):
+        assert time.monotonic() < deadline, "a refused upload's spool is still open"
+        time.sleep(0.05)
     assert list(live_server.tmpdir.iterdir()) == []
     assert {p for p in live_server.catalog.rglob("*")} <= catalog_files | {
         p for p in live_server.catalog.glob("catalog.sqlite3*")

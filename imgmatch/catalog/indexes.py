@@ -1,0 +1,336 @@
+"""The catalog's search indexes in memory, kept at the database's generation.
+
+Loaded from the index files where their stamps match the database, else rebuilt from SQLite.
+Searches run concurrently; an add, a removal or a rebuild waits for them and blocks new ones.
+A rebuild stopped by damaged rows is not retried until the database changes: the damage is
+kept and raised by every search instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from imgmatch.catalog.faiss_indexes import (
+    apply_search_parameters,
+    descriptor_index_kind,
+    hash_indexes_from_rows,
+    is_ivf,
+    new_descriptor_index,
+    new_hash_index,
+    search_in_list_order,
+)
+from imgmatch.catalog.ids import (
+    HASH_VARIANT_BITS,
+    descriptor_ids,
+    hash_entry_ids,
+    split_descriptor_labels,
+    split_hash_label,
+)
+from imgmatch.catalog.index_files import (
+    DESCRIPTOR_INDEX,
+    index_file_problem,
+    index_path,
+    read_index,
+    write_index,
+)
+from imgmatch.catalog.records import DescriptorNeighbours, HashHit
+from imgmatch.catalog.store import Store
+from imgmatch.config import SearchConfig
+from imgmatch.errors import CatalogDamagedError
+from imgmatch.features import DESCRIPTOR_BYTES
+from imgmatch.fingerprint import Fingerprint
+from imgmatch.hashing import PackedBits
+from imgmatch.locking import ReadWriteLock
+
+# A removed reference: its id and its feature views' (view, descriptor count) pairs.
+Removed = tuple[int, list[tuple[int, int]]]
+
+
+class SearchIndexes:
+    """One FAISS index per hasher and one for the descriptors, built from one `Store`."""
+
+    def __init__(self, directory: Path, config: SearchConfig, store: Store) -> None:
+        self._directory = directory
+        self._config = config
+        self._store = store
+        self._lock = ReadWriteLock()
+        self._hash_indexes: dict[str, Any] = {}
+        self.descriptor_index: Any = None
+        self._trained_size = 0
+        self._loaded_generation = -1
+        # True while the in-memory indexes differ from the files on disk.
+        self._dirty = False
+        # The damage that stopped the last rebuild, and the generation it was met at.
+        self._problem: tuple[int, CatalogDamagedError] | None = None
+        # How the indexes came to be: "loaded", "rebuilt", "rebuilt hash indexes", "unavailable".
+        self.source = ""
+        self._refuse_paths_that_are_not_files()
+        try:
+            self._load()
+        except CatalogDamagedError as exc:
+            self._problem = (store.generation(), exc)
+            self.source = "unavailable"
+
+    @property
+    def problem(self) -> CatalogDamagedError | None:
+        return None if self._problem is None else self._problem[1]
+
+    def require_current(self) -> None:
+        """Reload when another process (or connection) changed the catalog since we loaded;
+        raise the damage that keeps the indexes from being built."""
+        if self._needs_rebuild():
+            with self._lock.writing():
+                if self._needs_rebuild():
+                    self._rebuild_or_record()
+        if self._problem is not None:
+            raise self._problem[1]
+
+    def update(
+        self, generation: int, removed: Sequence[Removed], added: Sequence[tuple[int, Fingerprint]]
+    ) -> None:
+        """Bring the indexes to `generation`: in place when they were at the one before, else
+        rebuilt. The database change is committed: a damaged row met by the rebuild is kept
+        for the next search, not raised here."""
+        with self._lock.writing():
+            if self._loaded_generation == generation - 1:
+                self._unindex(removed)
+                for reference_id, fingerprint in added:
+                    self._index_fingerprint(reference_id, fingerprint)
+                self._loaded_generation = generation
+                self._dirty = True
+                self._maybe_retrain()
+            else:
+                self._rebuild_or_record()
+
+    def rebuild(self) -> None:
+        """Rebuild every index from SQLite now; raise the damage that stops it."""
+        with self._lock.writing():
+            self._rebuild_or_record()
+        self.require_current()
+
+    def flush(self) -> None:
+        """Write every index file whose stamp is behind the database (atomic, stamped)."""
+        with self._lock.reading():
+            if not self._dirty:
+                return
+            generation = self._loaded_generation
+            for name, index in self._named_indexes():
+                stamp = write_index(index_path(self._directory, name), index, generation)
+                with self._store.transaction():
+                    self._store.set_meta(f"index.{name}", stamp)
+            self._dirty = False
+
+    def descriptors(self) -> tuple[int, str]:
+        """(descriptors indexed, "flat" or "ivf<lists>")."""
+        self.require_current()
+        with self._lock.reading():
+            index = self.descriptor_index
+            return int(index.ntotal), descriptor_index_kind(index)
+
+    def problems(self) -> list[str]:
+        """What `verify` reports about the indexes and their files."""
+        self.require_current()
+        problems = []
+        expected = self._store.descriptor_count()
+        with self._lock.reading():
+            if self.descriptor_index.ntotal != expected:
+                problems.append(
+                    f"descriptor index holds {self.descriptor_index.ntotal} descriptors, "
+                    f"database {expected}"
+                )
+        generation = self._store.generation()
+        for name in [*self._store.hasher_names(), DESCRIPTOR_INDEX]:
+            reason = self._file_problem(name, generation)
+            if reason:
+                problems.append(f"index file {index_path(self._directory, name)}: {reason}")
+        return problems
+
+    # ----------------------------------------------------------------------- searching
+
+    def search_hashes(self, hashes: dict[str, PackedBits], max_distance: int) -> list[HashHit]:
+        self.require_current()
+        hits: list[HashHit] = []
+        with self._lock.reading():
+            for name, codes in hashes.items():
+                index = self._hash_indexes.get(name)
+                if index is None or index.ntotal == 0:
+                    continue
+                # range_search is strict (<): +1 includes the threshold itself.
+                # Every code of the listing counts alike: which row a hit came from is not kept.
+                _, distances, labels = index.range_search(
+                    np.ascontiguousarray(codes, dtype=np.uint8), max_distance + 1
+                )
+                # FAISS returns the bit counts as float32; a HashHit holds a whole number.
+                bit_counts = distances.astype(np.int64).tolist()
+                for label, distance in zip(labels.tolist(), bit_counts, strict=True):
+                    reference_id, variant = split_hash_label(label)
+                    hits.append(HashHit(reference_id, name, variant, distance))
+        return hits
+
+    def search_descriptors(self, descriptors: NDArray[np.uint8], k: int) -> DescriptorNeighbours:
+        self.require_current()
+        queries = np.ascontiguousarray(descriptors, dtype=np.uint8).reshape(-1, DESCRIPTOR_BYTES)
+        with self._lock.reading():
+            if self.descriptor_index.ntotal == 0 or len(queries) == 0:
+                empty = np.full((len(queries), k), -1, dtype=np.int64)
+                return DescriptorNeighbours(
+                    np.zeros((len(queries), k), np.int32), empty, empty.copy(), empty.copy()
+                )
+            distances, labels = search_in_list_order(self.descriptor_index, queries, k)
+        reference_ids, views, keypoints = split_descriptor_labels(labels)
+        return DescriptorNeighbours(distances.astype(np.int32), reference_ids, views, keypoints)
+
+    # ----------------------------------------------------------------------- internals
+
+    def _refuse_paths_that_are_not_files(self) -> None:
+        """A folder (or anything but a file) where an index file belongs can be neither read
+        nor replaced; moving it is the user's call, not the catalog's."""
+        for name in [DESCRIPTOR_INDEX, *self._store.hasher_names()]:
+            path = index_path(self._directory, name)
+            if path.exists() and not path.is_file():
+                raise CatalogDamagedError(
+                    f"{path} is not a file: move it out of the catalog folder, then run "
+                    "`imgmatch catalog rebuild` to write the index again"
+                )
+
+    def _file_problem(self, name: str, generation: int) -> str | None:
+        return index_file_problem(
+            index_path(self._directory, name),
+            name,
+            self._store.meta(f"index.{name}"),
+            generation,
+            self._config.max_index_file_bytes,
+        )
+
+    def _load(self) -> None:
+        """Load the index files where their stamps match the database; rebuild otherwise."""
+        with self._lock.writing():
+            generation = self._store.generation()
+            if self._file_problem(DESCRIPTOR_INDEX, generation) is not None:
+                self._rebuild_locked()
+                self.source = "rebuilt"
+                return
+            descriptor_index = read_index(index_path(self._directory, DESCRIPTOR_INDEX))
+            if descriptor_index.ntotal != self._store.descriptor_count():
+                self._rebuild_locked()
+                self.source = "rebuilt"
+                return
+            names = self._store.hasher_names()
+            if all(self._file_problem(name, generation) is None for name in names):
+                self._hash_indexes = {
+                    name: read_index(index_path(self._directory, name)) for name in names
+                }
+                self.source = "loaded"
+            else:
+                # Only the small hash indexes are rebuilt (after their id layout changed, say):
+                # the descriptor index, trained and far larger, stays as it was.
+                read_generation, hash_rows, _ = self._store.read_fingerprint_rows(views=False)
+                if read_generation != generation:
+                    self._rebuild_locked()
+                    self.source = "rebuilt"
+                    return
+                self._hash_indexes = hash_indexes_from_rows(hash_rows)
+                self._dirty = True
+                self.source = "rebuilt hash indexes"
+            self.descriptor_index = descriptor_index
+            self._trained_size = int(descriptor_index.ntotal)
+            self._loaded_generation = generation
+            apply_search_parameters(descriptor_index, self._config)
+
+    def _needs_rebuild(self) -> bool:
+        generation = self._store.generation()
+        # A rebuild that met damage is tried again only once the database has changed.
+        failed = self._problem is not None and self._problem[0] == generation
+        return generation != self._loaded_generation and not failed
+
+    def _rebuild_or_record(self) -> None:
+        """Rebuild from SQLite (caller holds the write lock); keep the damage that stops it."""
+        generation = self._store.generation()
+        try:
+            self._rebuild_locked()
+        except CatalogDamagedError as exc:
+            self._problem = (generation, exc)
+            return
+        self._problem = None
+
+    def _rebuild_locked(self) -> None:
+        """Build every index from SQLite. Caller holds the write lock. The rows are all read
+        and checked before anything is replaced: damage leaves the indexes as they were."""
+        generation, hash_rows, view_rows = self._store.read_fingerprint_rows(views=True)
+        self._hash_indexes = hash_indexes_from_rows(hash_rows)
+        total = sum(int(row[2]) for row in view_rows)
+        descriptors = np.empty((total, DESCRIPTOR_BYTES), dtype=np.uint8)
+        ids = np.empty(total, dtype=np.int64)
+        at = 0
+        for reference_id, view, count, blob in view_rows:
+            descriptors[at : at + count] = np.frombuffer(blob, np.uint8).reshape(
+                -1, DESCRIPTOR_BYTES
+            )
+            ids[at : at + count] = descriptor_ids(reference_id, view, count)
+            at += count
+        self.descriptor_index = new_descriptor_index(self._config, descriptors)
+        if total:
+            self.descriptor_index.add_with_ids(descriptors, ids)
+        self._trained_size = total
+        self._loaded_generation = generation
+        self._dirty = True
+        apply_search_parameters(self.descriptor_index, self._config)
+
+    def _maybe_retrain(self) -> None:
+        """Switch exact -> IVF, or retrain IVF, once the catalog outgrew what it was built for."""
+        total = int(self.descriptor_index.ntotal)
+        ivf = is_ivf(self.descriptor_index)
+        outgrew_exact = not ivf and total > self._config.exact_search_max_descriptors
+        outgrew_training = ivf and total > self._trained_size * self._config.ivf_retrain_growth
+        if outgrew_exact or outgrew_training:
+            self._rebuild_or_record()
+
+    def _named_indexes(self) -> Iterable[tuple[str, Any]]:
+        yield from self._hash_indexes.items()
+        yield DESCRIPTOR_INDEX, self.descriptor_index
+
+    def _index_fingerprint(self, reference_id: int, fingerprint: Fingerprint) -> None:
+        for name, codes in fingerprint.hashes.items():
+            index = self._hash_indexes.get(name)
+            if index is None:
+                index = self._hash_indexes[name] = new_hash_index()
+            index.add_with_ids(
+                np.ascontiguousarray(codes, dtype=np.uint8),
+                hash_entry_ids(reference_id, len(codes)),
+            )
+        for view, features in enumerate(fingerprint.views):
+            if len(features) == 0:
+                continue
+            self.descriptor_index.add_with_ids(
+                np.ascontiguousarray(features.descriptors, dtype=np.uint8),
+                descriptor_ids(reference_id, view, len(features)),
+            )
+
+    def _unindex(self, removed: Sequence[Removed]) -> None:
+        """Take removed references out of the in-memory indexes.
+
+        One removal per index for all of them: each `remove_ids` scans the whole index, so a
+        batch of replaced references (a re-fingerprint after a version change) must not cost
+        one scan each.
+        """
+        if not removed:
+            return
+        # A reference fingerprinted before schema 3 has one hash variant, later ones 8.
+        ids = np.concatenate(
+            [hash_entry_ids(reference_id, 1 << HASH_VARIANT_BITS) for reference_id, _ in removed]
+        )
+        for index in self._hash_indexes.values():
+            index.remove_ids(ids)
+        removed_descriptors = [
+            descriptor_ids(reference_id, view, count)
+            for reference_id, views in removed
+            for view, count in views
+            if count
+        ]
+        if removed_descriptors:
+            self.descriptor_index.remove_ids(np.concatenate(removed_descriptors))
