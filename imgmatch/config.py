@@ -75,6 +75,19 @@ class DetectorConfig:
 
     # Geometric verification.
     ransac_reprojection_px: float = 6.0
+    # RANSAC stops after this many iterations, or sooner once it is this sure that no better
+    # model exists; a candidate's few hundred correspondences rarely need more than a few dozen.
+    ransac_max_iterations: int = 2000
+    ransac_confidence: float = 0.995
+    # A homography has more freedom than a similarity: it replaces the similarity only when it
+    # explains this many times as many inliers.
+    homography_min_inlier_gain: float = 1.1
+    # A reference shrunk below 1/max_area_scale of its area, or blown up beyond max_area_scale
+    # times, is no real copy.
+    max_area_scale: float = 400.0
+    # The mapped outline's longest over shortest side may exceed the reference's own aspect ratio
+    # by at most this factor: beyond, extreme perspective or a collapsed side.
+    max_side_ratio_over_aspect: float = 8.0
     min_inliers: int = 12
     min_inlier_ratio: float = 0.2
     # A weaker design whose inliers lie this much inside a stronger design's verified
@@ -86,7 +99,20 @@ class DetectorConfig:
     # Scoring: the ORB score is inliers / (inliers + score_half_inliers), so at this many inliers
     # the ORB evidence alone reaches 0.5.
     score_half_inliers: int = 12
+    # The hash score falls linearly from 1 at 0 bits to this at hash_only_flag_distance bits (a
+    # hash match alone flags), then from below hash_score_beyond_flag_max towards 0 at
+    # max_hamming_distance + 1 bits (a looser hash match alone stays under the 0.5 default
+    # threshold and only adds to ORB evidence).
+    hash_score_at_flag_distance: float = 0.6
+    hash_score_beyond_flag_max: float = 0.5
     flag_threshold: float = 0.5
+
+    # How a verified geometry is named in the evidence (`transform`): rotated from this angle
+    # on, cropped when the reference's outline overhangs the listing by more than this share of
+    # its width or height, embedded when its box covers less than this share of the listing.
+    rotated_min_degrees: float = 5.0
+    cropped_min_overhang_share: float = 0.05
+    embedded_max_area_share: float = 0.6
 
     def with_overrides(self, **overrides: Any) -> DetectorConfig:
         """Return a copy with the named fields replaced; unknown names raise `TypeError`."""

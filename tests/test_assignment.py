@@ -9,17 +9,14 @@ listing keypoint; the rule guards any candidates that do.)
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
 from numpy.typing import NDArray
 
-from imgmatch.catalog import Catalog, Reference
+from imgmatch.assignment import assign_exclusively
+from imgmatch.catalog import Reference
 from imgmatch.config import DetectorConfig
-from imgmatch.detector import Detector, _Candidate
-from imgmatch.features import FeatureSet, verify_geometry
-from imgmatch.fingerprint import Fingerprint
+from imgmatch.geometry import Correspondences, verify_geometry
+from imgmatch.verification import ReferenceEvidence, VerifiedView
 
 CONFIG = DetectorConfig()
 REFERENCE_SIZE = (400, 300)
@@ -41,59 +38,54 @@ def _tile_points(design: str, count: int, seed: int) -> tuple[NDArray[np.float32
     return reference.astype(np.float32), listing.astype(np.float32)
 
 
-def _candidate(
+def _evidence(
     reference_id: int,
     reference: NDArray[np.float32],
     listing: NDArray[np.float32],
     queries: NDArray[np.int64],
-) -> _Candidate:
-    candidate = _Candidate(reference_id)
-    candidate.verification = verify_geometry(reference, listing, REFERENCE_SIZE, CONFIG)
-    candidate.reference_points, candidate.listing_points = reference, listing
-    candidate.query_indices = queries
-    return candidate
+) -> ReferenceEvidence:
+    verification = verify_geometry(reference, listing, REFERENCE_SIZE, CONFIG)
+    assert verification is not None
+    correspondences = Correspondences(reference, listing, queries)
+    return ReferenceEvidence(reference_id, None, VerifiedView(0, correspondences, verification))
 
 
-@pytest.fixture
-def detector(tmp_path: Path) -> Detector:
-    return Detector(Catalog(tmp_path / "catalog"), CONFIG)
-
-
-def _assign(detector: Detector, b_own: int) -> tuple[_Candidate, _Candidate]:
+def _assign(b_own: int) -> tuple[ReferenceEvidence, ReferenceEvidence]:
     """A explains 60 listing keypoints (queries 0..59) in its tile. B has `b_own` keypoints in
     its own tile, plus 20 correspondences to A's keypoints 0..19 (outliers of B's geometry)."""
     a_reference, a_listing = _tile_points("A", 60, seed=1)
-    strong = _candidate(1, a_reference, a_listing, np.arange(60))
+    strong = _evidence(1, a_reference, a_listing, np.arange(60))
     b_reference, b_listing = _tile_points("B", b_own, seed=2)
     stray = np.random.default_rng(3).uniform((0, 0), REFERENCE_SIZE, (20, 2)).astype(np.float32)
-    rival = _candidate(
+    rival = _evidence(
         2,
         np.concatenate([b_reference, stray]),
         np.concatenate([b_listing, a_listing[:20]]),
         np.r_[np.arange(100, 100 + b_own), np.arange(20)],
     )
-    assert strong.verification is not None and rival.verification is not None
-    assert rival.verification.inliers == b_own < strong.verification.inliers
+    assert strong.geometry is not None and rival.geometry is not None
+    assert rival.geometry.verification.inliers == b_own < strong.geometry.verification.inliers
     references = {1: _reference(1, "A"), 2: _reference(2, "B")}
-    width, height = LISTING_SIZE
-    listing = Fingerprint(width, height, {}, (FeatureSet.empty(),))
-    detector._assign_exclusively([rival, strong], references, listing)
-    return strong, rival
+    assigned = assign_exclusively([rival, strong], references, LISTING_SIZE, CONFIG)
+    # A new value per stage: what came in is left as it was.
+    assert rival.geometry.verification.inliers == b_own
+    return assigned[1], assigned[0]
 
 
-def test_a_rival_keeps_only_its_own_keypoints_and_is_verified_again(detector: Detector) -> None:
-    strong, rival = _assign(detector, b_own=30)
-    assert strong.verification is not None and strong.verification.inliers == 60
-    assert rival.query_indices is not None
-    assert rival.query_indices.tolist() == list(range(100, 130))
-    assert rival.verification is not None
+def test_a_rival_keeps_only_its_own_keypoints_and_is_verified_again() -> None:
+    strong, rival = _assign(b_own=30)
+    assert strong.geometry is not None and strong.geometry.verification.inliers == 60
+    assert rival.geometry is not None
+    assert rival.geometry.correspondences.queries.tolist() == list(range(100, 130))
+    verification = rival.geometry.verification
     # Verified again on its own 30: all of them agree now, none is left to A's tile.
-    assert (rival.verification.inliers, rival.verification.inlier_ratio) == (30, 1.0)
-    assert rival.listing_points is not None and len(rival.listing_points) == 30
-    assert rival.listing_points[:, 0].min() >= TILE_SHIFT["B"][0]
+    assert (verification.inliers, verification.inlier_ratio) == (30, 1.0)
+    listing_points = rival.geometry.correspondences.listing_points
+    assert len(listing_points) == 30
+    assert listing_points[:, 0].min() >= TILE_SHIFT["B"][0]
 
 
-def test_a_rival_left_with_too_few_keypoints_is_dropped(detector: Detector) -> None:
-    strong, rival = _assign(detector, b_own=CONFIG.min_inliers - 2)
-    assert strong.verification is not None
-    assert rival.verification is None
+def test_a_rival_left_with_too_few_keypoints_is_dropped() -> None:
+    strong, rival = _assign(b_own=CONFIG.min_inliers - 2)
+    assert strong.geometry is not None
+    assert rival.geometry is None

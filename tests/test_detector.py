@@ -240,7 +240,7 @@ def test_re_posed_look_alike_designs_are_not_flagged(detector: Detector) -> None
 def test_closest_vote_per_keypoint_follows_its_definition() -> None:
     """One correspondence per reference keypoint: its closest vote, the first among equals, in
     the order keypoints were first voted for (RANSAC's result depends on that order)."""
-    from imgmatch.detector import _Votes
+    from imgmatch.candidates import Votes as _Votes
 
     rng = np.random.default_rng(5)
     for _ in range(50):
