@@ -11,12 +11,20 @@ class ImageLimits:
     """What `load_image` accepts."""
 
     max_image_pixels: int = 40_000_000
+    # What one decoded image may take in memory: pixels times the bytes Pillow keeps per pixel
+    # in the file's mode (1 for gray or palette, 2 for 16-bit gray, 4 for colour, alpha,
+    # 32-bit integer and float), measured at the size the decoder produces (a JPEG's reduced
+    # size). The default admits a 40-megapixel image in any mode; lower it to bound memory.
+    max_decoded_bytes: int = 160_000_000
     max_file_bytes: int = 50 * 1024 * 1024
     min_side_px: int = 32
     # A listing whose gray levels barely vary has no content to match: refuse it outright so a
     # blank or single-colour image can never be flagged.
     min_gray_stddev: float = 2.0
-    # JPEGs are decoded at reduced size (libjpeg scaling) when they are much larger than this.
+    # The working size: an image whose long side is more than twice this is reduced by a whole
+    # factor to a long side between this and twice this, JPEGs while libjpeg decodes them
+    # (scaling by 1/2, 1/4 or 1/8), other formats right after decoding, before any other copy.
+    # ORB works at 640 to 1,024 px and hashes at 512, so nothing they use is lost.
     decode_side_px: int = 1024
 
 

@@ -39,6 +39,12 @@ class ImageTooLargeError(InvalidImageError):
     reason = "too many pixels"
 
 
+class DecodedTooLargeError(ImageTooLargeError):
+    """Its pixels would take too much memory once decoded (pixels times bytes per pixel)."""
+
+    reason = "decoded image too large"
+
+
 class ImageTooSmallError(InvalidImageError):
     reason = "image too small"
 

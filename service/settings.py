@@ -64,6 +64,14 @@ class ServiceSettings(BaseSettings):
         gt=0,
         description="Checks and fingerprints computed at once; more requests wait their turn.",
     )
+    max_decodes: int = Field(
+        default=2,
+        gt=0,
+        description=(
+            "Images decoded at once, whatever the CPU count: a large image holds up to "
+            "ImageLimits.max_decoded_bytes (three times that for WebP) while it decodes."
+        ),
+    )
     page_size_max: int = Field(default=200, gt=0, description="Largest reference page size.")
     thumbnail_side_px: int = Field(default=480, ge=32, description="Long side of thumbnails.")
     log_format: Literal["text", "json"] = "text"

@@ -3,6 +3,9 @@
 Routes stay thin by calling one method here; this module owns the concurrency rules:
 - at most `workers` CPU-heavy jobs (checks, reference fingerprints) run at once, so a burst of
   uploads queues instead of starving the event loop thread of the GIL;
+- at most `max_decodes` of those decode an image at once, whatever the CPU count: a large
+  upload briefly holds its full decoded size, and a many-core machine must not hold dozens;
+- when no job is left waiting or running, the memory the burst freed is returned to the system;
 - a check and a reference removal never interleave (`_gate`): the detector looks references up
   again after its index search, and a check must never report a reference already deleted.
 """
@@ -13,10 +16,12 @@ import contextlib
 import hashlib
 import io
 import logging
+import math
 import os
 import tempfile
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image
@@ -24,9 +29,10 @@ from PIL import Image
 from imgmatch.catalog import Catalog, NewReference, Reference
 from imgmatch.config import DetectorConfig, ImageLimits
 from imgmatch.detector import CheckResult, Detector
-from imgmatch.errors import CatalogError
-from imgmatch.images import RGBImage, load_image
+from imgmatch.errors import CatalogError, InvalidImageError
+from imgmatch.images import DecodedImage, RGBImage, decode_image
 from imgmatch.locking import ReadWriteLock
+from service.memory import BurstTracker, limit_arenas
 from service.metrics import Metrics
 from service.settings import ServiceSettings
 
@@ -74,6 +80,9 @@ class ServiceState:
         self._load_error: str | None = None
         self._loaded = threading.Event()
         self._jobs = threading.BoundedSemaphore(settings.workers)
+        self._decodes = threading.BoundedSemaphore(settings.max_decodes)
+        # Counts jobs waiting or running; when the last ends, freed memory goes back to the system.
+        self._burst = BurstTracker()
         self._gate = ReadWriteLock()
         metrics.catalog_size = self._catalog_size
 
@@ -81,6 +90,9 @@ class ServiceState:
 
     def start(self) -> None:
         _register_image_formats()
+        # As many malloc arenas as jobs run at once: more would only keep freed memory apart,
+        # where no other thread reuses it.
+        limit_arenas(self.settings.workers)
         threading.Thread(target=self._load, name="catalog-loader", daemon=True).start()
 
     def _load(self) -> None:
@@ -151,8 +163,22 @@ class ServiceState:
         """Check one uploaded listing; an undecodable one gives a `status: error` result."""
         detector = self.detector
         floor = min_score if min_score is not None else self.settings.min_score
-        with self._jobs, self._gate.reading():
-            result = detector.check_source(data, path=name, min_score=floor)
+        with self._burst.job(), self._jobs:
+            try:
+                with self._decodes:
+                    start = time.perf_counter()
+                    decoded = decode_image(data, self.limits)
+                decode_ms = (time.perf_counter() - start) * 1000
+            except InvalidImageError as exc:
+                result = _error_result(name, exc, (time.perf_counter() - start) * 1000)
+            else:
+                with self._gate.reading():
+                    checked = detector.check(
+                        decoded.pixels, path=name, scale=decoded.scale, min_score=floor
+                    )
+                width, height = decoded.original_size
+                timing_ms = {"decode": decode_ms, **checked.timing_ms}
+                result = replace(checked, timing_ms=timing_ms, width=width, height=height)
         if result.status == "ok":
             self.metrics.stages(result.timing_ms)
         else:
@@ -166,8 +192,8 @@ class ServiceState:
         photo that cannot be used and `DuplicateReferenceError` for one already stored."""
         detector, catalog = self.detector, self.catalog
         sha256 = hashlib.sha256(upload.data).hexdigest()
-        with self._jobs:
-            pixels = load_image(upload.data, self.limits)
+        with self._burst.job(), self._jobs:
+            pixels = self._decode(upload.data).pixels
             fingerprint = detector.fingerprinter.reference(pixels)
             thumbnail = encode_thumbnail(pixels, self.settings.thumbnail_side_px)
         entry = NewReference(
@@ -208,15 +234,18 @@ class ServiceState:
                 f"the photo of reference {reference.reference_id} is not readable from the "
                 "service's working directory"
             )
-        with self._jobs:
-            data = encode_thumbnail(
-                load_image(source, self.limits), self.settings.thumbnail_side_px
-            )
+        with self._burst.job(), self._jobs:
+            data = encode_thumbnail(self._decode(source).pixels, self.settings.thumbnail_side_px)
         with self._gate.reading():
             # Skip the cache for a reference removed meanwhile: no orphan thumbnail files.
             if self.catalog.find_by_sha256(reference.sha256) is not None:
                 _write_atomically(cached, data)
         return data
+
+    def _decode(self, source: bytes | Path) -> DecodedImage:
+        """Decode in one of the `max_decodes` slots."""
+        with self._decodes:
+            return decode_image(source, self.limits)
 
     def _thumbnail_path(self, reference_id: int) -> Path:
         return self.catalog.directory / THUMBNAIL_DIR / f"{int(reference_id)}.jpg"
@@ -233,6 +262,20 @@ def _register_image_formats() -> None:
     Image.init()
     if "MPO" not in Image.OPEN and "JPEG" in Image.OPEN:
         Image.register_open("MPO", *Image.OPEN["JPEG"])
+
+
+def _error_result(path: str, error: InvalidImageError, decode_ms: float) -> CheckResult:
+    """The `status: error` result of an upload that cannot be decoded, as the detector's."""
+    return CheckResult(
+        path=path,
+        status="error",
+        flagged=False,
+        matches=(),
+        timing_ms={"decode": decode_ms},
+        threshold=math.nan,
+        error=str(error),
+        error_type=error.reason,
+    )
 
 
 def encode_thumbnail(pixels: RGBImage, side_px: int) -> bytes:

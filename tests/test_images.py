@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,10 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imgmatch.bench.memory_uploads import build_upload
 from imgmatch.config import ImageLimits
 from imgmatch.errors import (
     BlankImageError,
     CorruptImageError,
+    DecodedTooLargeError,
     EmptyImageError,
     FileTooLargeError,
     ImageTooLargeError,
@@ -22,7 +26,7 @@ from imgmatch.errors import (
     TruncatedImageError,
     UnsupportedFormatError,
 )
-from imgmatch.images import decode_image, load_image
+from imgmatch.images import BAND_PIXELS, decode_image, load_image
 
 
 def encode(array: np.ndarray, fmt: str, **params: object) -> bytes:
@@ -252,3 +256,157 @@ def test_png_bytes_and_path_give_identical_arrays(tmp_path: Path, base: np.ndarr
     path = tmp_path / "base.png"
     path.write_bytes(encode(base, "PNG"))
     assert np.array_equal(load_image(path), load_image(path.read_bytes()))
+
+
+def test_bytes_and_path_of_a_large_png_give_identical_arrays(
+    tmp_path: Path, make_photo: Callable[..., np.ndarray]
+) -> None:
+    large = np.kron(make_photo(12, (300, 250)), np.ones((10, 10, 1), np.uint8))
+    path = tmp_path / "base_large.png"
+    path.write_bytes(encode(large, "PNG"))
+    assert np.array_equal(load_image(path), load_image(path.read_bytes()))
+
+
+# --- memory: every format is reduced to the working size, the decoded bytes are limited ---------
+
+
+def test_decoded_bytes_limit_counts_the_bytes_of_each_pixel(base: np.ndarray) -> None:
+    gray = np.asarray(Image.fromarray(base).convert("L"))
+    sixteen_bit = gray.astype(np.uint16) * 257
+    pixels = gray.size
+    # 16-bit gray takes 2 bytes a pixel once decoded, 8-bit gray 1: same pixels, other memory.
+    limits = ImageLimits(max_decoded_bytes=2 * pixels - 1)
+    with pytest.raises(DecodedTooLargeError, match=f"{2 * pixels:,} bytes once decoded"):
+        load_image(encode(sixteen_bit, "PNG"), limits)
+    assert load_image(encode(gray, "PNG"), limits).shape == (360, 480, 3)
+    at_limit = ImageLimits(max_decoded_bytes=2 * pixels)
+    assert load_image(encode(sixteen_bit, "PNG"), at_limit).shape == (360, 480, 3)
+
+
+def test_decoded_bytes_of_a_large_jpeg_count_at_the_size_libjpeg_decodes(
+    make_photo: Callable[..., np.ndarray],
+) -> None:
+    large = np.kron(make_photo(9, (300, 200)), np.ones((10, 10, 1), np.uint8))
+    # A quarter of its full size in memory: libjpeg decodes it at half its width and height.
+    limits = ImageLimits(max_decoded_bytes=3000 * 2000)
+    decoded = decode_image(encode(large, "JPEG", quality=85), limits)
+    assert decoded.original_size == (3000, 2000)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "BMP", "GIF", "WEBP"])
+def test_large_images_of_every_format_are_reduced_to_the_working_size(
+    make_photo: Callable[..., np.ndarray], fmt: str
+) -> None:
+    large = np.kron(make_photo(10, (500, 300)), np.ones((10, 10, 1), np.uint8))
+    limits = ImageLimits()
+    data = encode(large, fmt)
+    decoded = decode_image(data, limits)
+    # A whole factor takes the long side to between the working size and twice it.
+    factor = 5000 // limits.decode_side_px
+    assert decoded.pixels.shape == (3000 // factor, 5000 // factor, 3)
+    assert decoded.original_size == (5000, 3000)
+    assert decoded.scale == factor
+    # Reduced from the decoded pixels by box averages, as if the whole image were converted.
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").reduce(factor))
+    assert np.array_equal(decoded.pixels, expected)
+
+
+def test_large_png_is_reduced_and_turned_upright(make_photo: Callable[..., np.ndarray]) -> None:
+    large = Image.fromarray(np.kron(make_photo(11, (500, 300)), np.ones((10, 10, 1), np.uint8)))
+    exif = large.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    buffer = io.BytesIO()
+    large.save(buffer, format="PNG", exif=exif)
+    decoded = decode_image(buffer.getvalue())
+    assert decoded.original_size == (3000, 5000)
+    expected = np.asarray(large.reduce(4).transpose(Image.Transpose.ROTATE_270))
+    assert np.array_equal(decoded.pixels, expected)
+
+
+@pytest.mark.parametrize("upload", ["png-16bit-gray", "tiff-float", "png-rgba"])
+def test_wide_modes_decode_without_full_size_copies(upload: str) -> None:
+    data = build_upload(upload, 24_000_000, seed=5)
+    limits = ImageLimits()
+    tracemalloc.start()
+    try:
+        decoded = decode_image(data, limits)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    width, height = decoded.original_size
+    largest_working_rgb = 3 * (2 * limits.decode_side_px) ** 2
+    # A few working-size RGB arrays, and the float arithmetic of one band of rows at a time.
+    bound = 3 * largest_working_rgb + 32 * BAND_PIXELS
+    assert bound < 8 * width * height, "a float64 copy of the whole image must not fit"
+    assert peak_bytes < bound
+    assert max(decoded.pixels.shape) <= 2 * limits.decode_side_px
+
+
+def test_a_mode_that_cannot_become_rgb_raises_unsupported_format(
+    base: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(image: Image.Image, mode: str | None = None, *args: object, **kw: object) -> None:
+        raise ValueError(f"conversion from {image.mode} to {mode} not supported")
+
+    monkeypatch.setattr(Image.Image, "convert", refuse)
+    with pytest.raises(UnsupportedFormatError, match="cannot be converted to RGB"):
+        load_image(encode(base, "PNG"))
+
+
+# --- results do not change for images within the working size -----------------------------------
+
+
+def _save(image: Image.Image, fmt: str, **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def _within_working_size(photo: Callable[..., np.ndarray]) -> dict[str, bytes]:
+    rng = np.random.default_rng(20240617)
+    small = photo(21, (640, 480))
+    alpha = rng.integers(0, 256, small.shape[:2], dtype=np.uint8)
+    noise = rng.integers(0, 257, small.shape[:2], dtype=np.uint16)
+    large = photo(22, (2048, 1536))
+    turned = Image.new("RGB", (1, 1)).getexif()
+    turned[0x0112] = 6
+    return {
+        "png-rgb": _save(Image.fromarray(small), "PNG"),
+        "png-rgba": _save(Image.fromarray(np.dstack([small, alpha])), "PNG"),
+        "png-16bit-gray": _save(
+            Image.fromarray(small[..., 0].astype(np.uint16) * 257 + noise), "PNG"
+        ),
+        "tiff-float": _save(Image.fromarray(small[..., 1].astype(np.float32) * 3.5 - 90), "TIFF"),
+        "tiff-int32": _save(Image.fromarray(small[..., 2].astype(np.int32) * 300 - 2000), "TIFF"),
+        "png-palette-transparent": _save(
+            Image.fromarray(small).convert("P"), "PNG", transparency=3
+        ),
+        "png-rgba-2048-turned": _save(
+            Image.fromarray(np.dstack([large, np.full(large.shape[:2], 200, np.uint8)])),
+            "PNG",
+            exif=turned,
+        ),
+    }
+
+
+# sha256 (first 16 hex digits) of the decoded pixels, as the decoder gave them before large
+# images were reduced: an image within the working size must decode to exactly these.
+GOLDEN_PIXELS = {
+    "png-rgb": "f91469db1d72cae5",
+    "png-rgba": "8fa3d5b13fdc4365",
+    "png-16bit-gray": "e4811e519d091974",
+    "tiff-float": "b6498b1e5770151e",
+    "tiff-int32": "1f7692628fe51a6a",
+    "png-palette-transparent": "c6f2709bda14872c",
+    "png-rgba-2048-turned": "1305a2f1c63f5075",
+}
+
+
+def test_images_within_the_working_size_decode_to_their_golden_pixels(
+    make_photo: Callable[..., np.ndarray],
+) -> None:
+    decoded = {
+        name: hashlib.sha256(load_image(data).tobytes()).hexdigest()[:16]
+        for name, data in _within_working_size(make_photo).items()
+    }
+    assert decoded == GOLDEN_PIXELS
