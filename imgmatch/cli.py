@@ -153,12 +153,6 @@ def index(
             raise typer.Exit(EXIT_INTERRUPTED) from exc
     for path, reason in report.failed:
         err.print(f"[yellow]failed:[/yellow] {path}: {reason}", highlight=False)
-    again = f" ({report.refingerprinted} fingerprinted again)" if report.refingerprinted else ""
-    err.print(
-        f"indexed {report.added} new{again}, {report.refreshed} refreshed, "
-        f"{report.unchanged} unchanged, {len(report.failed)} failed into {store.directory}",
-        highlight=False,
-    )
     _finish(report.to_dict(), summary_json)
 
 

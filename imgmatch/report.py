@@ -219,23 +219,9 @@ def open_sink(fmt: str, out: Path | None, *, append: bool = False) -> Any:
 
 def format_summary(data: dict[str, Any]) -> list[str]:
     """The end-of-run summary (`CheckSummary.to_dict` or `IndexReport.to_dict`) as lines."""
-    counts = (
-        ("processed", "flagged", "failed", "skipped", "unsupported", "resumed")
-        if data["command"] == "check"
-        else (
-            "processed",
-            "added",
-            "refreshed",
-            "unchanged",
-            "pruned",
-            "removed",
-            "failed",
-            "skipped",
-        )
-    )
     rate = data.get("images_per_s", data.get("files_per_s", 0.0))
     lines = [
-        ", ".join(f"{data[key]} {key}" for key in counts if key in data)
+        (_check_counts(data) if data["command"] == "check" else _index_counts(data))
         + f" in {data['elapsed_s']:.1f} s ({rate:.1f}/s)"
     ]
     for reason, paths in data["failures_by_reason"].items():
@@ -249,3 +235,17 @@ def format_summary(data: dict[str, Any]) -> list[str]:
     for reason, count in sorted(reasons.items()):
         lines.append(f"  {count} skipped: {reason}")
     return lines
+
+
+def _check_counts(data: dict[str, Any]) -> str:
+    counts = ("processed", "flagged", "failed", "skipped", "unsupported", "resumed")
+    return ", ".join(f"{data[key]} {key}" for key in counts)
+
+
+def _index_counts(data: dict[str, Any]) -> str:
+    again = f" ({data['refingerprinted']} fingerprinted again)" if data["refingerprinted"] else ""
+    return (
+        f"indexed {data['added']} new{again}, {data['refreshed']} refreshed, "
+        f"{data['unchanged']} unchanged, {data['failed']} failed, {data['pruned']} pruned, "
+        f"{data['removed']} removed, {data['skipped']} skipped into {data['catalog']}"
+    )

@@ -102,6 +102,13 @@ def test_index_again_reports_everything_unchanged(catalog: Path, references: Pat
     assert f"indexed 0 new, 0 refreshed, {len(SUBSET)} unchanged, 0 failed" in stderr
 
 
+def test_index_prints_its_summary_once(catalog: Path, references: Path) -> None:
+    _, _, stderr = run("index", references, "--catalog", catalog, "--quiet")
+    summaries = [line for line in stderr.splitlines() if "unchanged" in line]
+    assert len(summaries) == 1, stderr
+    assert f"into {catalog}" in summaries[0]
+
+
 def test_catalog_list_shows_designs_from_metadata(catalog: Path) -> None:
     code, stdout, _ = run("catalog", "list", "--catalog", catalog)
     assert code == 0
