@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -188,6 +189,13 @@ def check(
         raise typer.Exit(EXIT_USAGE)
     if resume and (output_format is not OutputFormat.jsonl or out is None):
         err.print("[red]error:[/red] --resume needs --format jsonl and --out FILE")
+        raise typer.Exit(EXIT_USAGE)
+    # A path that is not there is a typo in the command, not a listing that failed.
+    missing = [str(p) for p in [*(paths or []), *(manifest or [])] if not os.path.lexists(p)]
+    if missing:
+        err.print(
+            f"[red]error:[/red] no such file or folder: {', '.join(missing)}", highlight=False
+        )
         raise typer.Exit(EXIT_USAGE)
     _prepare_outputs(out, summary_json)
     options = CheckOptions(workers or default_workers(), min_score, decode_timeout_s=decode_timeout)

@@ -254,6 +254,20 @@ def test_check_only_good_files_exits_0(catalog: Path, listings: Path, tmp_path: 
     assert [json.loads(line)["flagged"] for line in stdout.splitlines()] == [True]
 
 
+def test_check_of_a_path_that_does_not_exist_is_a_one_line_usage_error(
+    catalog: Path, listings: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-folder"
+    out = tmp_path / "results.jsonl"
+    code, stdout, stderr = run(
+        "check", listings, missing, "--catalog", catalog, "--format", "jsonl", "--out", out
+    )
+    assert code == 2
+    assert stderr.strip().splitlines() == [f"error: no such file or folder: {missing}"]
+    assert stdout == ""
+    assert not out.exists()
+
+
 def test_check_against_a_missing_catalog_is_a_usage_error(tmp_path: Path, listings: Path) -> None:
     code, _, stderr = run("check", listings / "D004_copy.jpg", "--catalog", tmp_path / "none")
     assert code == 2
