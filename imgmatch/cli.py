@@ -213,7 +213,13 @@ def check(
             summary = run_check(
                 detector,
                 paths or [],
-                open_sink(output_format.value, out, append=resume),
+                open_sink(
+                    output_format.value,
+                    out,
+                    append=resume,
+                    # A manifest's paths are relative to its folder, as its author wrote them.
+                    roots=[*(paths or []), *(m.parent for m in manifest or [])],
+                ),
                 manifests=manifest or [],
                 done=completed_keys(out) if resume and out else (),
                 options=options,

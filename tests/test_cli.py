@@ -296,6 +296,26 @@ def test_table_format_prints_a_table(catalog: Path, listings: Path) -> None:
     assert "D004" in stdout
 
 
+def test_table_shows_paths_relative_to_the_folder_given_one_line_each(
+    catalog: Path, listings: Path, tmp_path: Path
+) -> None:
+    deep = tmp_path / "marketplace-exports" / "2024-06-30" / "seller-with-a-long-name" / "photos"
+    shutil.copytree(listings, deep)
+    long_name = "listing_photo_of_a_bracelet_from_a_seller_that_names_files_at_length.jpg"
+    (deep / "nested").mkdir()
+    shutil.copy2(listings / "D004_copy.jpg", deep / "nested" / long_name)
+    # The width of a default terminal (CliRunner's output is no terminal: 80 columns).
+    code, stdout, _ = run("check", deep, "--catalog", catalog, "--format", "table")
+    assert code == 1
+    assert str(tmp_path) not in stdout
+    rows = [line for line in stdout.splitlines() if "FLAGGED" in line or "clear" in line]
+    assert any(line.split("│")[1].strip() == "D004_copy.jpg" for line in rows), stdout
+    assert any("D008_mirrored.jpg" in line for line in rows), stdout
+    # Too long for its column: shortened in the middle, its end (the name) kept, on one line.
+    shortened = [line for line in rows if "…" in line and "at_length.jpg" in line]
+    assert len(shortened) == 1 and shortened[0].split("│")[1].strip().startswith("nest")
+
+
 def test_csv_output_to_a_file(catalog: Path, listings: Path, tmp_path: Path) -> None:
     out = tmp_path / "results.csv"
     code, stdout, _ = run("check", listings, "--catalog", catalog, "--format", "csv", "--out", out)
