@@ -223,7 +223,7 @@ def check(
                 manifests=manifest or [],
                 done=completed_keys(out) if resume and out else (),
                 options=options,
-                progress=make_progress("check", quiet=quiet),
+                progress=make_progress("check", quiet=quiet, stage="fingerprinted"),
             )
         except ImgmatchError as exc:
             err.print(f"[red]error:[/red] {exc}")
