@@ -29,6 +29,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from fastapi_offline import FastAPIOffline
 
 from imgmatch.errors import CatalogError, InvalidImageError, ReferenceNotFoundError
 from service.auth import API_KEY_HEADER, KeyFirstRoute, State, require_check_key, require_write_key
@@ -143,7 +144,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         service.wait_loaded(timeout=60)
         service.close()
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI's and ReDoc's scripts served from the installed
+    # fastapi-offline package, not from a CDN: brand-protection machines often have no internet.
+    app = FastAPIOffline(
         title="imgmatch",
         summary="Finds listing photos that copy protected jewelry designs.",
         version="0.1.0",

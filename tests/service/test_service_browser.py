@@ -13,6 +13,7 @@ from service_helpers import jpeg_bytes, listing_with
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
+REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -65,3 +66,39 @@ def test_review_page_shows_the_verdict_and_box_then_the_catalog(
     page.click("button:has-text('Search')")
     page.wait_for_url("**design=D037**")
     assert page.locator(".card").count() == 1
+
+
+def block_the_network(page, server_url: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """Let the page reach only the service, as on a machine without internet; returns the
+    addresses it tried to reach elsewhere."""
+    attempted: list[str] = []
+
+    def only_the_service(route) -> None:  # type: ignore[no-untyped-def]
+        if route.request.url.startswith(server_url):
+            route.continue_()
+        else:
+            attempted.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    page.route("**/*", only_the_service)
+    return attempted
+
+
+def test_api_docs_render_without_internet(page, live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    elsewhere = block_the_network(page, live_server.url)
+    page.goto(f"{live_server.url}/")
+    page.click("text=API")
+    page.wait_for_url(f"{live_server.url}/docs")
+    # Swagger UI draws one block per operation once its script has loaded the OpenAPI document.
+    operations = page.locator(".opblock-summary-path")
+    operations.first.wait_for(state="visible", timeout=20_000)
+    paths = set(operations.all_inner_texts())
+    assert {"/v1/checks", "/v1/references", "/healthz"} <= {p.replace("\u200b", "") for p in paths}
+
+    page.goto(f"{live_server.url}/redoc")
+    page.get_by_text("/v1/checks").first.wait_for(state="attached", timeout=20_000)
+    assert page.locator("h2", has_text="Check").count() > 0
+    # ReDoc's attribution logo is its one outside address, and it removes itself offline.
+    assert [url for url in elsewhere if url != REDOC_LOGO] == []
+    broken = "[...document.images].filter(i => !i.complete || i.naturalWidth === 0).length"
+    assert page.evaluate(broken) == 0
