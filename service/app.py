@@ -241,21 +241,23 @@ def _add_api_routes(app: FastAPI) -> None:
         correspondences: Annotated[
             bool, Query(description="Include the verified keypoint pairs of each match.")
         ] = False,
+        preview: Annotated[
+            bool, Query(description="Include each checked photo as decoded, as a JPEG.")
+        ] = False,
     ) -> CheckResponse:
         """Check listing photos; an undecodable one is a `status: error` result, not a failure."""
         if len(image) > state.settings.max_files:
             raise HTTPException(400, f"at most {state.settings.max_files} images per request")
         _refuse_non_images(state, image)
-        results = [
-            state.check(upload.file.read(), _label(upload, i), min_score)
-            for i, upload in enumerate(image)
-        ]
-        return CheckResponse(
-            results=[
-                CheckResultOut.model_validate(r.to_dict(correspondences=correspondences))
-                for r in results
-            ]
-        )
+        results = []
+        for position, upload in enumerate(image):
+            data = upload.file.read()
+            result = state.check(data, _label(upload, position), min_score)
+            out = result.to_dict(correspondences=correspondences)
+            if preview and result.status == "ok":
+                out["preview"] = state.preview(data)
+            results.append(CheckResultOut.model_validate(out))
+        return CheckResponse(results=results)
 
     @app.get("/v1/references", tags=["references"], responses=_problems(422, 503))
     def list_references(

@@ -45,6 +45,12 @@ class CheckResultOut(BaseModel):
     height: int | None = None
     error: str | None = Field(default=None, description="Why the image could not be checked.")
     error_type: str | None = Field(default=None, description="e.g. 'corrupt image'.")
+    preview: str | None = Field(
+        default=None,
+        description="Only with ?preview=true: the photo as the service decoded it (turned by its "
+        "EXIF orientation, transparency on white), as a `data:image/jpeg;base64,...` URI, for "
+        "display where a browser cannot show the uploaded format (TIFF).",
+    )
 
 
 class CheckResponse(BaseModel):

@@ -9,6 +9,7 @@ Routes stay thin by calling one method here; this module owns the concurrency ru
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import io
@@ -34,6 +35,8 @@ log = logging.getLogger("imgmatch.service")
 
 THUMBNAIL_DIR = "thumbnails"
 UPLOAD_PATH_PREFIX = "upload:"
+# The review page draws a listing about 400 px high, and a reviewer zooms in on the evidence.
+LISTING_PREVIEW_SIDE_PX = 1024
 
 
 class CatalogUnavailableError(Exception):
@@ -158,6 +161,14 @@ class ServiceState:
         else:
             self.metrics.error(result.error_type or "invalid image")
         return result
+
+    def preview(self, data: bytes) -> str:
+        """An uploaded listing as the checks see it, as a `data:` URI of a JPEG whose long side
+        is at most LISTING_PREVIEW_SIDE_PX: browsers cannot show every format the decoder reads
+        (TIFF), and a preview from the same decoder shows the orientation the boxes refer to."""
+        with self._jobs:
+            jpeg = encode_thumbnail(load_image(data, self.limits), LISTING_PREVIEW_SIDE_PX)
+        return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
     # ----------------------------------------------------------------------- references
 

@@ -102,3 +102,43 @@ def test_api_docs_render_without_internet(page, live_server: LiveServer) -> None
     assert [url for url in elsewhere if url != REDOC_LOGO] == []
     broken = "[...document.images].filter(i => !i.complete || i.naturalWidth === 0).length"
     assert page.evaluate(broken) == 0
+
+
+def test_a_tiff_listing_is_shown_as_the_service_decoded_it(
+    page, live_server: LiveServer, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    listing = tmp_path / "listing.tif"
+    listing_with("D004_0.jpg", np.random.default_rng(4)).save(listing, format="TIFF")
+    page.goto(f"{live_server.url}/")
+    page.set_input_files("#listing", str(listing))
+    page.locator("#evidence rect.box").first.wait_for(state="attached", timeout=30_000)
+    assert page.locator("#verdict").inner_text().startswith("Flagged: copies D004")
+    shown = page.locator("#evidence image").first.get_attribute("href")
+    # The photo drawn under the boxes must be one the browser can decode (it cannot read TIFF).
+    loaded_width = page.evaluate(
+        """href => new Promise(done => {
+             const probe = new Image();
+             probe.onload = () => done(probe.naturalWidth);
+             probe.onerror = () => done(0);
+             probe.src = href;
+           })""",
+        shown,
+    )
+    assert loaded_width > 0
+
+
+def test_an_unreadable_listing_gets_a_short_reason_and_no_empty_frame(
+    page, live_server: LiveServer, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    whole = jpeg_bytes(listing_with("D004_0.jpg", np.random.default_rng(5)))
+    listing = tmp_path / "cut.jpg"
+    listing.write_bytes(whole[: len(whole) // 3])
+    page.goto(f"{live_server.url}/")
+    page.set_input_files("#listing", str(listing))
+    verdict = page.locator("#verdict")
+    page.wait_for_function("document.querySelector('#verdict').textContent.length > 0")
+    assert verdict.inner_text() == (
+        "Could not check cut.jpg: the file is incomplete (cut off during download or upload)."
+    )
+    assert not page.locator("#evidence").is_visible()
+    assert not page.locator("#matches").is_visible()

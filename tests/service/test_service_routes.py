@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -79,6 +80,28 @@ def test_check_many_files_in_order_with_correspondences(
     pairs = first["matches"][0]["correspondences"]
     assert len(pairs) >= 12 and all(len(p) == 4 for p in pairs)
     assert second["status"] == "ok" and second["flagged"] is False and second["matches"] == []
+
+
+def test_preview_is_the_listing_as_decoded_as_a_jpeg(
+    client: TestClient, rng: np.random.Generator
+) -> None:
+    listing = listing_with("D004_0.jpg", rng, scale=1.6)
+    tiff = io.BytesIO()
+    listing.save(tiff, format="TIFF")
+    upload = files(("listing.tif", tiff.getvalue(), "image/tiff"))
+    plain = client.post("/v1/checks", files=upload).json()["results"][0]
+    assert "preview" not in plain
+    result = client.post("/v1/checks?preview=true", files=upload).json()["results"][0]
+    assert result["flagged"] and result["matches"][0]["design"] == "D004"
+    prefix = "data:image/jpeg;base64,"
+    assert result["preview"].startswith(prefix)
+    shown = Image.open(io.BytesIO(base64.b64decode(result["preview"][len(prefix) :])))
+    assert shown.format == "JPEG"
+    # The whole photo, its long side brought down to a size a page draws quickly.
+    assert max(shown.size) == 1024 < max(listing.size)
+    assert shown.width / shown.height == pytest.approx(result["width"] / result["height"], 0.01)
+    expected = np.asarray(listing.resize(shown.size), dtype=np.float64)
+    assert np.abs(np.asarray(shown, dtype=np.float64) - expected).mean() < 8
 
 
 def test_an_undecodable_image_is_a_per_file_error(
