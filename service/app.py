@@ -331,14 +331,15 @@ def _add_api_routes(app: FastAPI) -> None:
         return ReferenceOut.of(state.remove_reference(reference_id))
 
 
-def _parse_metadata(text: str) -> dict[str, str]:
+def _parse_metadata(text: str) -> dict[str, Any]:
+    """The fields as sent: nested objects, lists and numbers are kept as JSON values."""
     try:
         value = json.loads(text or "{}")
     except json.JSONDecodeError as exc:
         raise HTTPException(422, f"metadata is not JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise HTTPException(422, "metadata must be a JSON object")
-    return {str(k): str(v) for k, v in value.items()}
+    return value
 
 
 def _add_pages(app: FastAPI) -> None:

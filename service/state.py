@@ -19,6 +19,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -62,7 +63,8 @@ class NewUpload:
     data: bytes
     design: str
     brand: str
-    metadata: dict[str, str]
+    # JSON values as the client sent them (objects, lists and numbers stay what they are).
+    metadata: dict[str, Any]
 
 
 class ServiceState:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -258,6 +259,27 @@ def test_add_reference_is_seen_by_the_next_check(
     assert top["design"] == "D015" and top["reference_id"] == reference["reference_id"]
     thumbnail = client.get(reference["image_url"])
     assert thumbnail.status_code == 200 and thumbnail.content[:3] == b"\xff\xd8\xff"
+
+
+def test_metadata_sent_as_nested_json_comes_back_as_the_same_json(
+    client: TestClient, rng: np.random.Generator
+) -> None:
+    metadata = {
+        "metal": "gold",
+        "rights": {"kind": "registered design", "number": 4021187, "countries": ["FR", "DE"]},
+        "carats": 18.0,
+        "discontinued": False,
+    }
+    added = client.post(
+        "/v1/references",
+        headers=WRITE,
+        files={"image": ("ref.jpg", jpeg_bytes(random_scene(rng)), "image/jpeg")},
+        data={"design": "nested", "metadata": json.dumps(metadata)},
+    )
+    assert added.status_code == 201, added.text
+    assert added.json()["metadata"] == metadata
+    stored = client.get(f"/v1/references/{added.json()['reference_id']}").json()
+    assert stored["metadata"] == metadata
 
 
 def test_add_reference_errors(client: TestClient, rng: np.random.Generator) -> None:
