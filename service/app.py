@@ -31,6 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from fastapi_offline import FastAPIOffline
 
+from imgmatch.catalog import Reference
 from imgmatch.errors import CatalogError, InvalidImageError, ReferenceNotFoundError
 from service.auth import API_KEY_HEADER, KeyFirstRoute, State, require_check_key, require_write_key
 from service.metrics import Metrics
@@ -361,23 +362,37 @@ def _add_pages(app: FastAPI) -> None:
         offset: Offset = 0,
     ) -> HTMLResponse:
         """The catalog page: references with thumbnails, search, add and delete."""
-        design, brand = design or None, brand or None
+        design, brand = (design or "").strip(), (brand or "").strip()
         limit = min(48, state.settings.page_size_max)
         catalog = state.catalog
+        if design or brand:
+            found = _search_references(catalog.references(), design, brand)
+            references, total = found[offset : offset + limit], len(found)
+        else:
+            references, total = catalog.references(offset=offset, limit=limit), catalog.count()
         return templates.TemplateResponse(
             request,
             "catalog.html",
             {
-                "references": catalog.references(
-                    design=design, brand=brand, offset=offset, limit=limit
-                ),
-                "total": catalog.count(design=design, brand=brand),
-                "design": design or "",
-                "brand": brand or "",
+                "references": references,
+                "total": total,
+                "design": design,
+                "brand": brand,
                 "offset": offset,
                 "limit": limit,
             },
         )
+
+
+def _search_references(references: Sequence[Reference], design: str, brand: str) -> list[Reference]:
+    """The references whose design and brand contain what was typed, in any case: an analyst
+    types part of a name ("D03", "atelier"), not the whole of it."""
+    wanted = [(field, text.casefold()) for field, text in (("design", design), ("brand", brand))]
+    return [
+        reference
+        for reference in references
+        if all(text in getattr(reference, field).casefold() for field, text in wanted)
+    ]
 
 
 class _JsonFormatter(logging.Formatter):

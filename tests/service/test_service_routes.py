@@ -415,6 +415,20 @@ def test_review_page(client: TestClient) -> None:
     assert client.get("/static/review.js").status_code == 200
 
 
+def test_catalog_page_finds_part_of_a_design_or_brand_in_any_case(client: TestClient) -> None:
+    def cards(**search: str) -> int:
+        page = client.get("/catalog", params=search)
+        assert page.status_code == 200
+        return page.text.count('class="card"')
+
+    designs = [Path(name).stem.split("_")[0] for name in INDEXED]
+    assert cards(design="D03") == sum(d.startswith("D03") for d in designs) == 2
+    assert cards(design="d03") == 2
+    assert cards(design="37") == 1
+    assert cards(brand="exemple") == len(INDEXED)
+    assert cards(design="D03", brand="nobody") == 0
+
+
 def test_catalog_page_lists_and_searches(client: TestClient) -> None:
     page = client.get("/catalog")
     assert page.status_code == 200
