@@ -142,3 +142,24 @@ def test_an_unreadable_listing_gets_a_short_reason_and_no_empty_frame(
     )
     assert not page.locator("#evidence").is_visible()
     assert not page.locator("#matches").is_visible()
+
+
+def test_the_catalog_asks_for_the_key_before_adding_and_shows_the_answer_in_view(
+    page, live_server: LiveServer, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    photo = tmp_path / "new.jpg"
+    photo.write_bytes(jpeg_bytes(listing_with("D010_0.jpg", np.random.default_rng(6))))
+    page.set_viewport_size({"width": 1280, "height": 720})
+    page.goto(f"{live_server.url}/catalog")
+    page.click("text=Add a reference")
+    key_top = page.locator("#api-key").bounding_box()["y"]
+    assert key_top < page.locator("#add-form").bounding_box()["y"]
+    # A first add without the key: the answer must be where the analyst is looking.
+    page.set_input_files("#add-image", str(photo))
+    page.fill("#add-design", "D999")
+    page.click("button:has-text('Add reference')")
+    status = page.locator("#status")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Not added')")
+    box = status.bounding_box()
+    assert box is not None
+    assert box["y"] + box["height"] <= page.evaluate("window.innerHeight")
