@@ -7,6 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,3 +40,26 @@ def test_make_run_installs_the_runtime_dependencies_only(tmp_path: Path) -> None
 def test_make_test_adds_the_developer_tools(tmp_path: Path) -> None:
     installs = pip_installs(make_commands("test", tmp_path / "venv"))
     assert any("'.[dev]'" in command for command in installs), installs
+
+
+def test_the_build_backend_reads_the_licence_field() -> None:
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in Python 3.11+")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert isinstance(project["project"]["license"], str)
+    (setuptools,) = [
+        Requirement(r)
+        for r in project["build-system"]["requires"]
+        if Requirement(r).name == "setuptools"
+    ]
+    # A licence given as an SPDX expression string needs setuptools 77 or later.
+    lowest = min(Version(spec.version) for spec in setuptools.specifier if ">" in spec.operator)
+    assert lowest >= Version("77")
+
+
+def test_the_benchmark_report_folder_is_ignored_by_git() -> None:
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--quiet", "--no-index", "bench-report/report.json"], cwd=REPO
+    )
+    assert ignored.returncode == 0
