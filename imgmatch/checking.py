@@ -111,9 +111,14 @@ class ResultSink(Protocol):
 
 
 def check_listings(
-    detector: Detector, listings: Sequence[ListingInput], options: CheckOptions
+    detector: Detector,
+    listings: Sequence[ListingInput],
+    options: CheckOptions,
+    progress: ProgressReporter | None = None,
 ) -> Iterator[ListingResult]:
-    """Check `listings` and yield their results in input order."""
+    """Check `listings` and yield their results in input order; `progress` is told as each
+    listing's fingerprint is done (its result comes after its batch is searched)."""
+    progress = progress or SilentProgress()
     outcomes = fingerprint_files(
         [listing.path for listing in listings if listing.unreadable is None],
         "listing",
@@ -135,6 +140,7 @@ def check_listings(
                 listing.path, None, error=error, error_type=listing.unreadable
             )
         batch.append((listing, outcome))
+        progress.prepared()
         if len(batch) >= options.search_batch_listings:
             yield from _check_batch(detector, batch, options.min_score)
             batch = []
@@ -240,7 +246,7 @@ def run_check(
     sink.start(found.extra_columns)
     progress.start(len(todo))
     try:
-        for item in check_listings(detector, todo, options):
+        for item in check_listings(detector, todo, options, progress):
             sink.write(item)
             processed += 1
             flagged += int(item.result.flagged)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -153,12 +154,6 @@ def index(
             raise typer.Exit(EXIT_INTERRUPTED) from exc
     for path, reason in report.failed:
         err.print(f"[yellow]failed:[/yellow] {path}: {reason}", highlight=False)
-    again = f" ({report.refingerprinted} fingerprinted again)" if report.refingerprinted else ""
-    err.print(
-        f"indexed {report.added} new{again}, {report.refreshed} refreshed, "
-        f"{report.unchanged} unchanged, {len(report.failed)} failed into {store.directory}",
-        highlight=False,
-    )
     _finish(report.to_dict(), summary_json)
 
 
@@ -195,6 +190,13 @@ def check(
     if resume and (output_format is not OutputFormat.jsonl or out is None):
         err.print("[red]error:[/red] --resume needs --format jsonl and --out FILE")
         raise typer.Exit(EXIT_USAGE)
+    # A path that is not there is a typo in the command, not a listing that failed.
+    missing = [str(p) for p in [*(paths or []), *(manifest or [])] if not os.path.lexists(p)]
+    if missing:
+        err.print(
+            f"[red]error:[/red] no such file or folder: {', '.join(missing)}", highlight=False
+        )
+        raise typer.Exit(EXIT_USAGE)
     _prepare_outputs(out, summary_json)
     options = CheckOptions(workers or default_workers(), min_score, decode_timeout_s=decode_timeout)
     with _open_catalog(catalog, create=False) as store:
@@ -211,11 +213,17 @@ def check(
             summary = run_check(
                 detector,
                 paths or [],
-                open_sink(output_format.value, out, append=resume),
+                open_sink(
+                    output_format.value,
+                    out,
+                    append=resume,
+                    # A manifest's paths are relative to its folder, as its author wrote them.
+                    roots=[*(paths or []), *(m.parent for m in manifest or [])],
+                ),
                 manifests=manifest or [],
                 done=completed_keys(out) if resume and out else (),
                 options=options,
-                progress=make_progress("check", quiet=quiet),
+                progress=make_progress("check", quiet=quiet, stage="fingerprinted"),
             )
         except ImgmatchError as exc:
             err.print(f"[red]error:[/red] {exc}")

@@ -166,8 +166,10 @@ def index_references(
     known = [p.entry for p in planned if not p.needs_fingerprint]
     for start in range(0, len(known), options.batch_size):
         batch = known[start : start + options.batch_size]
+        # Counted before the commit, which empties the list it is given.
+        committed = len(batch)
         _commit(catalog, batch, report)
-        for _ in batch:
+        for _ in range(committed):
             progress.advance()
     entries = {p.entry.path: p.entry for p in planned if p.needs_fingerprint}
     stale_paths = {p.entry.path for p in planned if p.needs_fingerprint and p.stale}

@@ -8,12 +8,13 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from imgmatch.checking import CheckSummary, ListingResult
@@ -23,6 +24,10 @@ from imgmatch.html_report import render_html
 
 # The terminal summary names this many failed files per reason; --summary-json has them all.
 FAILED_PATHS_SHOWN_PER_REASON = 5
+# The table's listing column takes this share of the terminal's width, and at least this many
+# characters; a longer path loses its middle.
+PATH_SHARE_OF_WIDTH = 1 / 3
+MIN_PATH_CHARS = 20
 
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP: "CSV Injection").
 # Designs, brands, listing ids, manifest columns and file names come from brands and sellers, so
@@ -45,19 +50,25 @@ CSV_COLUMNS = (
 )
 
 
-def render_table(results: Iterable[CheckResult], console: Console, *, threshold: float) -> None:
-    """One row per listing: verdict, best design, score and the evidence behind it."""
+def render_table(
+    results: Iterable[tuple[CheckResult, str]], console: Console, *, threshold: float
+) -> None:
+    """One row per listing (a result and the path to show for it): verdict, best design, score
+    and the evidence behind it."""
     table = Table(title=f"imgmatch check (flag threshold {threshold:.2f})")
-    for column in ("listing", "verdict", "designs (score)", "evidence (best)", "box (best)"):
+    # One line per listing: a path folded over five lines hides the table around it.
+    path_chars = max(MIN_PATH_CHARS, int(console.width * PATH_SHARE_OF_WIDTH))
+    table.add_column("listing", no_wrap=True)
+    for column in ("verdict", "designs (score)", "evidence (best)", "box (best)"):
         table.add_column(column, overflow="fold")
-    for result in results:
+    for result, shown in results:
         top = result.top
         if result.status == "error":
             verdict = "[red]error[/red]"
         else:
             verdict = "[bold red]FLAGGED[/bold red]" if result.flagged else "[green]clear[/green]"
         table.add_row(
-            result.path or "-",
+            escape(shorten_middle(shown, path_chars)) or "-",
             verdict,
             "\n".join(f"{m.design} ({m.score:.2f})" for m in result.matches) or "-",
             (top.evidence if top else (result.error or "")),
@@ -66,21 +77,41 @@ def render_table(results: Iterable[CheckResult], console: Console, *, threshold:
     console.print(table)
 
 
-class TableSink:
-    """The terminal table: printed once every result is in."""
+def shown_path(path: Path, roots: Sequence[Path]) -> str:
+    """`path` as the table shows it: relative to the first of `roots` (the folders and files
+    the command was given) that holds it; a file given itself shows its name."""
+    for root in roots:
+        if path == root:
+            return path.name
+        if path.is_relative_to(root):
+            return str(path.relative_to(root))
+    return str(path)
 
-    def __init__(self, console: Console) -> None:
+
+def shorten_middle(text: str, max_chars: int) -> str:
+    """`text` cut to `max_chars` in the middle, keeping more of its end (a file's name)."""
+    if len(text) <= max_chars:
+        return text
+    head = (max_chars - 1) // 3
+    return text[:head] + "\u2026" + text[len(text) - (max_chars - 1 - head) :]
+
+
+class TableSink:
+    """The terminal table: printed once every result is in, paths shown relative to `roots`."""
+
+    def __init__(self, console: Console, roots: Sequence[Path] = ()) -> None:
         self.console = console
-        self.results: list[CheckResult] = []
+        self.roots = tuple(roots)
+        self.rows: list[tuple[CheckResult, str]] = []
 
     def start(self, extra_columns: tuple[str, ...]) -> None:
         return None
 
     def write(self, item: ListingResult) -> None:
-        self.results.append(item.result)
+        self.rows.append((item.result, shown_path(item.listing.path, self.roots)))
 
     def close(self, summary: CheckSummary) -> None:
-        render_table(self.results, self.console, threshold=summary.threshold)
+        render_table(self.rows, self.console, threshold=summary.threshold)
 
 
 class _StreamSink:
@@ -175,11 +206,11 @@ class HtmlSink:
             write_atomically(self.out, page)
 
 
-SINKS: dict[str, Callable[[Path | None, bool, Console], Any]] = {
-    "table": lambda out, append, console: TableSink(console),
-    "jsonl": lambda out, append, console: JsonlSink(out, append=append),
-    "csv": lambda out, append, console: CsvSink(out, append=append),
-    "html": lambda out, append, console: HtmlSink(out),
+SINKS: dict[str, Callable[[Path | None, bool, Console, Sequence[Path]], Any]] = {
+    "table": lambda out, append, console, roots: TableSink(console, roots),
+    "jsonl": lambda out, append, console, roots: JsonlSink(out, append=append),
+    "csv": lambda out, append, console, roots: CsvSink(out, append=append),
+    "html": lambda out, append, console, roots: HtmlSink(out),
 }
 
 
@@ -212,30 +243,19 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def open_sink(fmt: str, out: Path | None, *, append: bool = False) -> Any:
-    """The sink for `fmt` (table, jsonl, csv, html) writing to `out` (default stdout)."""
-    return SINKS[fmt](out, append, Console())
+def open_sink(
+    fmt: str, out: Path | None, *, append: bool = False, roots: Sequence[Path] = ()
+) -> Any:
+    """The sink for `fmt` (table, jsonl, csv, html) writing to `out` (default stdout); the
+    table shows paths relative to `roots`, the paths the command was given."""
+    return SINKS[fmt](out, append, Console(), roots)
 
 
 def format_summary(data: dict[str, Any]) -> list[str]:
     """The end-of-run summary (`CheckSummary.to_dict` or `IndexReport.to_dict`) as lines."""
-    counts = (
-        ("processed", "flagged", "failed", "skipped", "unsupported", "resumed")
-        if data["command"] == "check"
-        else (
-            "processed",
-            "added",
-            "refreshed",
-            "unchanged",
-            "pruned",
-            "removed",
-            "failed",
-            "skipped",
-        )
-    )
     rate = data.get("images_per_s", data.get("files_per_s", 0.0))
     lines = [
-        ", ".join(f"{data[key]} {key}" for key in counts if key in data)
+        (_check_counts(data) if data["command"] == "check" else _index_counts(data))
         + f" in {data['elapsed_s']:.1f} s ({rate:.1f}/s)"
     ]
     for reason, paths in data["failures_by_reason"].items():
@@ -249,3 +269,17 @@ def format_summary(data: dict[str, Any]) -> list[str]:
     for reason, count in sorted(reasons.items()):
         lines.append(f"  {count} skipped: {reason}")
     return lines
+
+
+def _check_counts(data: dict[str, Any]) -> str:
+    counts = ("processed", "flagged", "failed", "skipped", "unsupported", "resumed")
+    return ", ".join(f"{data[key]} {key}" for key in counts)
+
+
+def _index_counts(data: dict[str, Any]) -> str:
+    again = f" ({data['refingerprinted']} fingerprinted again)" if data["refingerprinted"] else ""
+    return (
+        f"indexed {data['added']} new{again}, {data['refreshed']} refreshed, "
+        f"{data['unchanged']} unchanged, {data['failed']} failed, {data['pruned']} pruned, "
+        f"{data['removed']} removed, {data['skipped']} skipped into {data['catalog']}"
+    )

@@ -29,7 +29,9 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from fastapi_offline import FastAPIOffline
 
+from imgmatch.catalog import Reference
 from imgmatch.errors import CatalogError, InvalidImageError, ReferenceNotFoundError
 from service.auth import API_KEY_HEADER, KeyFirstRoute, State, require_check_key, require_write_key
 from service.metrics import Metrics
@@ -143,7 +145,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         service.wait_loaded(timeout=60)
         service.close()
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI's and ReDoc's scripts served from the installed
+    # fastapi-offline package, not from a CDN: brand-protection machines often have no internet.
+    app = FastAPIOffline(
         title="imgmatch",
         summary="Finds listing photos that copy protected jewelry designs.",
         version="0.1.0",
@@ -238,21 +242,23 @@ def _add_api_routes(app: FastAPI) -> None:
         correspondences: Annotated[
             bool, Query(description="Include the verified keypoint pairs of each match.")
         ] = False,
+        preview: Annotated[
+            bool, Query(description="Include each checked photo as decoded, as a JPEG.")
+        ] = False,
     ) -> CheckResponse:
         """Check listing photos; an undecodable one is a `status: error` result, not a failure."""
         if len(image) > state.settings.max_files:
             raise HTTPException(400, f"at most {state.settings.max_files} images per request")
         _refuse_non_images(state, image)
-        results = [
-            state.check(upload.file.read(), _label(upload, i), min_score)
-            for i, upload in enumerate(image)
-        ]
-        return CheckResponse(
-            results=[
-                CheckResultOut.model_validate(r.to_dict(correspondences=correspondences))
-                for r in results
-            ]
-        )
+        results = []
+        for position, upload in enumerate(image):
+            data = upload.file.read()
+            result = state.check(data, _label(upload, position), min_score)
+            out = result.to_dict(correspondences=correspondences)
+            if preview and result.status == "ok":
+                out["preview"] = state.preview(data)
+            results.append(CheckResultOut.model_validate(out))
+        return CheckResponse(results=results)
 
     @app.get("/v1/references", tags=["references"], responses=_problems(422, 503))
     def list_references(
@@ -326,14 +332,15 @@ def _add_api_routes(app: FastAPI) -> None:
         return ReferenceOut.of(state.remove_reference(reference_id))
 
 
-def _parse_metadata(text: str) -> dict[str, str]:
+def _parse_metadata(text: str) -> dict[str, Any]:
+    """The fields as sent: nested objects, lists and numbers are kept as JSON values."""
     try:
         value = json.loads(text or "{}")
     except json.JSONDecodeError as exc:
         raise HTTPException(422, f"metadata is not JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise HTTPException(422, "metadata must be a JSON object")
-    return {str(k): str(v) for k, v in value.items()}
+    return value
 
 
 def _add_pages(app: FastAPI) -> None:
@@ -355,23 +362,37 @@ def _add_pages(app: FastAPI) -> None:
         offset: Offset = 0,
     ) -> HTMLResponse:
         """The catalog page: references with thumbnails, search, add and delete."""
-        design, brand = design or None, brand or None
+        design, brand = (design or "").strip(), (brand or "").strip()
         limit = min(48, state.settings.page_size_max)
         catalog = state.catalog
+        if design or brand:
+            found = _search_references(catalog.references(), design, brand)
+            references, total = found[offset : offset + limit], len(found)
+        else:
+            references, total = catalog.references(offset=offset, limit=limit), catalog.count()
         return templates.TemplateResponse(
             request,
             "catalog.html",
             {
-                "references": catalog.references(
-                    design=design, brand=brand, offset=offset, limit=limit
-                ),
-                "total": catalog.count(design=design, brand=brand),
-                "design": design or "",
-                "brand": brand or "",
+                "references": references,
+                "total": total,
+                "design": design,
+                "brand": brand,
                 "offset": offset,
                 "limit": limit,
             },
         )
+
+
+def _search_references(references: Sequence[Reference], design: str, brand: str) -> list[Reference]:
+    """The references whose design and brand contain what was typed, in any case: an analyst
+    types part of a name ("D03", "atelier"), not the whole of it."""
+    wanted = [(field, text.casefold()) for field, text in (("design", design), ("brand", brand))]
+    return [
+        reference
+        for reference in references
+        if all(text in getattr(reference, field).casefold() for field, text in wanted)
+    ]
 
 
 class _JsonFormatter(logging.Formatter):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -45,6 +45,12 @@ class CheckResultOut(BaseModel):
     height: int | None = None
     error: str | None = Field(default=None, description="Why the image could not be checked.")
     error_type: str | None = Field(default=None, description="e.g. 'corrupt image'.")
+    preview: str | None = Field(
+        default=None,
+        description="Only with ?preview=true: the photo as the service decoded it (turned by its "
+        "EXIF orientation, transparency on white), as a `data:image/jpeg;base64,...` URI, for "
+        "display where a browser cannot show the uploaded format (TIFF).",
+    )
 
 
 class CheckResponse(BaseModel):
@@ -59,7 +65,9 @@ class ReferenceOut(BaseModel):
     sha256: str
     width: int
     height: int
-    metadata: dict[str, str]
+    metadata: dict[str, Any] = Field(
+        description="Further fields: text from an indexed metadata CSV, any JSON value as sent."
+    )
     added_at: str
     image_url: str = Field(description="A re-encoded JPEG thumbnail of the photo.")
 
@@ -73,7 +81,7 @@ class ReferenceOut(BaseModel):
             sha256=reference.sha256,
             width=reference.width,
             height=reference.height,
-            metadata={str(k): str(v) for k, v in reference.metadata.items()},
+            metadata=dict(reference.metadata),
             added_at=reference.added_at,
             image_url=f"/v1/references/{reference.reference_id}/image",
         )

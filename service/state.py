@@ -12,6 +12,7 @@ Routes stay thin by calling one method here; this module owns the concurrency ru
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import io
@@ -23,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -40,6 +42,8 @@ log = logging.getLogger("imgmatch.service")
 
 THUMBNAIL_DIR = "thumbnails"
 UPLOAD_PATH_PREFIX = "upload:"
+# The review page draws a listing about 400 px high, and a reviewer zooms in on the evidence.
+LISTING_PREVIEW_SIDE_PX = 1024
 
 
 class CatalogUnavailableError(Exception):
@@ -65,7 +69,8 @@ class NewUpload:
     data: bytes
     design: str
     brand: str
-    metadata: dict[str, str]
+    # JSON values as the client sent them (objects, lists and numbers stay what they are).
+    metadata: dict[str, Any]
 
 
 class ServiceState:
@@ -184,6 +189,14 @@ class ServiceState:
         else:
             self.metrics.error(result.error_type or "invalid image")
         return result
+
+    def preview(self, data: bytes) -> str:
+        """An uploaded listing as the checks see it, as a `data:` URI of a JPEG whose long side
+        is at most LISTING_PREVIEW_SIDE_PX: browsers cannot show every format the decoder reads
+        (TIFF), and a preview from the same decoder shows the orientation the boxes refer to."""
+        with self._jobs:
+            jpeg = encode_thumbnail(load_image(data, self.limits), LISTING_PREVIEW_SIDE_PX)
+        return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
     # ----------------------------------------------------------------------- references
 

@@ -123,6 +123,43 @@ def test_prune_removes_exactly_the_vanished_files(
     assert run("catalog", "verify", "--catalog", catalog)[0] == 0
 
 
+class CountingProgress:
+    """Records what a run's progress display is told."""
+
+    def __init__(self) -> None:
+        self.total = self.done = self.failed = 0
+
+    def start(self, total: int) -> None:
+        self.total = total
+
+    def prepared(self) -> None:
+        return None
+
+    def advance(self, *, failed: bool = False) -> None:
+        self.done += 1
+        self.failed += int(failed)
+
+    def finish(self) -> None:
+        return None
+
+
+def test_progress_counts_every_file_the_summary_counts(photos: Path, tmp_path: Path) -> None:
+    catalog = tmp_path / "cat"
+    with Catalog(catalog) as store:
+        indexing.index_references(store, [photos])
+    # A moved file and a touched one are refreshed (their bytes are known), one file is gone.
+    (photos / "ref_0.jpg").rename(photos / "ref_moved.jpg")
+    os.utime(photos / "ref_1.jpg", (1, 1))
+    (photos / "ref_2.jpg").unlink()
+    progress = CountingProgress()
+    with Catalog(catalog) as store:
+        report = indexing.index_references(
+            store, [photos], options=indexing.IndexOptions(prune=True), progress=progress
+        )
+    assert (report.refreshed, report.unchanged, report.pruned) == (2, 2, 1)
+    assert progress.done == progress.total == report.seen == 4
+
+
 def index_summary(folder: Path, catalog: Path, *extra: str) -> dict:
     summary = catalog.parent / "summary.json"
     code, _, _ = run(

@@ -102,6 +102,13 @@ def test_index_again_reports_everything_unchanged(catalog: Path, references: Pat
     assert f"indexed 0 new, 0 refreshed, {len(SUBSET)} unchanged, 0 failed" in stderr
 
 
+def test_index_prints_its_summary_once(catalog: Path, references: Path) -> None:
+    _, _, stderr = run("index", references, "--catalog", catalog, "--quiet")
+    summaries = [line for line in stderr.splitlines() if "unchanged" in line]
+    assert len(summaries) == 1, stderr
+    assert f"into {catalog}" in summaries[0]
+
+
 def test_catalog_list_shows_designs_from_metadata(catalog: Path) -> None:
     code, stdout, _ = run("catalog", "list", "--catalog", catalog)
     assert code == 0
@@ -247,6 +254,20 @@ def test_check_only_good_files_exits_0(catalog: Path, listings: Path, tmp_path: 
     assert [json.loads(line)["flagged"] for line in stdout.splitlines()] == [True]
 
 
+def test_check_of_a_path_that_does_not_exist_is_a_one_line_usage_error(
+    catalog: Path, listings: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-folder"
+    out = tmp_path / "results.jsonl"
+    code, stdout, stderr = run(
+        "check", listings, missing, "--catalog", catalog, "--format", "jsonl", "--out", out
+    )
+    assert code == 2
+    assert stderr.strip().splitlines() == [f"error: no such file or folder: {missing}"]
+    assert stdout == ""
+    assert not out.exists()
+
+
 def test_check_against_a_missing_catalog_is_a_usage_error(tmp_path: Path, listings: Path) -> None:
     code, _, stderr = run("check", listings / "D004_copy.jpg", "--catalog", tmp_path / "none")
     assert code == 2
@@ -273,6 +294,26 @@ def test_table_format_prints_a_table(catalog: Path, listings: Path) -> None:
     assert "imgmatch check" in stdout
     assert "FLAGGED" in stdout
     assert "D004" in stdout
+
+
+def test_table_shows_paths_relative_to_the_folder_given_one_line_each(
+    catalog: Path, listings: Path, tmp_path: Path
+) -> None:
+    deep = tmp_path / "marketplace-exports" / "2024-06-30" / "seller-with-a-long-name" / "photos"
+    shutil.copytree(listings, deep)
+    long_name = "listing_photo_of_a_bracelet_from_a_seller_that_names_files_at_length.jpg"
+    (deep / "nested").mkdir()
+    shutil.copy2(listings / "D004_copy.jpg", deep / "nested" / long_name)
+    # The width of a default terminal (CliRunner's output is no terminal: 80 columns).
+    code, stdout, _ = run("check", deep, "--catalog", catalog, "--format", "table")
+    assert code == 1
+    assert str(tmp_path) not in stdout
+    rows = [line for line in stdout.splitlines() if "FLAGGED" in line or "clear" in line]
+    assert any(line.split("│")[1].strip() == "D004_copy.jpg" for line in rows), stdout
+    assert any("D008_mirrored.jpg" in line for line in rows), stdout
+    # Too long for its column: shortened in the middle, its end (the name) kept, on one line.
+    shortened = [line for line in rows if "…" in line and "at_length.jpg" in line]
+    assert len(shortened) == 1 and shortened[0].split("│")[1].strip().startswith("nest")
 
 
 def test_csv_output_to_a_file(catalog: Path, listings: Path, tmp_path: Path) -> None:

@@ -8,9 +8,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import Progress
 
-from imgmatch.bench.methods import ALL_METHODS, make_methods
+from imgmatch.bench.methods import ALL_METHODS
 from imgmatch.bench.runner import (
     SHARED_DATASETS,
     calibrate_threshold,
@@ -21,6 +20,7 @@ from imgmatch.bench.runner import (
 from imgmatch.bench.scale import scale_rows
 from imgmatch.catalog import Catalog
 from imgmatch.detector import THRESHOLD_SETTING
+from imgmatch.progress import make_progress
 
 err = Console(stderr=True)
 DEFAULT_SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
@@ -57,6 +57,7 @@ def bench(
     seed: int = 0,
     references_per_attack: Annotated[int, typer.Option(help="Quick set: copies per attack.")] = 5,
     max_references: Annotated[int | None, typer.Option(help="Quick set: use only N.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Benchmark imgmatch against pHash and brute-force ORB on the same data."""
     folders = list(dataset or [])
@@ -75,15 +76,7 @@ def bench(
         max_references=max_references,
     )
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    total = sum(len(s.listings) for s in sets) * len(make_methods(names))
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task("benchmark", total=total)
-        report = run_bench(
-            sets,
-            names,
-            seed=seed,
-            progress=lambda n, label: progress.update(task, advance=n, description=label),
-        )
+    report = run_bench(sets, names, seed=seed, progress=make_progress("bench", quiet=quiet))
     sizes = [int(s) for s in scale.split(",") if s.strip()]
     if sizes:
         err.print(f"catalog growth run: {sizes}")

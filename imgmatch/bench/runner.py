@@ -26,6 +26,7 @@ from imgmatch.bench.metrics import (
 )
 from imgmatch.bench.samples_set import SampleSet, quick_set, read_dataset
 from imgmatch.config import DetectorConfig, SearchConfig
+from imgmatch.progress import ProgressReporter, SilentProgress
 
 PRECISION_TARGETS = (0.99, 0.999)
 # The operating threshold of every method: the score that reaches this precision on the run.
@@ -151,7 +152,10 @@ def _cpu_s() -> float:
 def load_sample_sets(
     quick: bool, datasets: Sequence[Path], log: Callable[[str], None], seed: int, **quick_kw: Any
 ) -> list[SampleSet]:
-    sets = [quick_set(seed, **quick_kw)] if quick else []
+    sets = []
+    if quick:
+        log(f"making the quick set (seed {seed})")
+        sets.append(quick_set(seed, **quick_kw))
     for directory in datasets:
         if not (directory / "manifest.csv").is_file():
             log(f"skipped dataset {directory}: no manifest.csv there")
@@ -165,23 +169,29 @@ def run_bench(
     method_names: Sequence[str] = ALL_METHODS,
     *,
     seed: int = 0,
-    progress: Callable[[int, str], None] | None = None,
+    progress: ProgressReporter | None = None,
 ) -> dict[str, Any]:
-    """Run every method on every sample set; returns the report as a JSON-ready dict."""
+    """Run every method on every sample set; returns the report as a JSON-ready dict.
+
+    `progress` counts the listings checked, over every method and set, and is told as each
+    method starts on a set (building its index comes first)."""
+    progress = progress or SilentProgress()
     results: list[MethodResult] = []
     # Taken first: the commit and versions are those the run started with.
     facts = conditions(seed, detector=DetectorConfig(), search=SearchConfig())
     began_wall, began_cpu = time.perf_counter(), _cpu_s()
-    with tempfile.TemporaryDirectory(prefix="imgmatch-bench-") as workdir:
-        for samples in sample_sets:
-            for method in make_methods(method_names):
-                label = f"{samples.name}: {method.name}"
-
-                def tick(label: str = label) -> None:
-                    if progress is not None:
-                        progress(1, label)
-
-                results.append(run_method(method, samples, Path(workdir), tick))
+    progress.start(sum(len(s.listings) for s in sample_sets) * len(make_methods(method_names)))
+    try:
+        with tempfile.TemporaryDirectory(prefix="imgmatch-bench-") as workdir:
+            for samples in sample_sets:
+                for method in make_methods(method_names):
+                    progress.note(
+                        f"{samples.name}: {method.name}: {len(samples.references)} references, "
+                        f"{len(samples.listings)} listings"
+                    )
+                    results.append(run_method(method, samples, Path(workdir), progress.advance))
+    finally:
+        progress.finish()
     return {
         "conditions": facts,
         "operating_precision": OPERATING_PRECISION,

@@ -18,8 +18,19 @@ const svg = document.getElementById("evidence");
 const list = document.getElementById("matches");
 const showLines = document.getElementById("show-lines");
 const keyInput = document.getElementById("check-key");
+const layout = section.querySelector(".evidence-layout");
 
-let listingUrl = null;
+// What a reviewer is told when the service could not use the photo, by its error_type.
+const UNUSABLE = {
+  "empty file": "the file is empty.",
+  "file too large": "the file is larger than this service accepts.",
+  "unsupported format": "this file type is not one the service reads (JPEG, PNG, WebP, GIF, BMP or TIFF).",
+  "corrupt image": "the file is damaged and cannot be read as a photo.",
+  "truncated image": "the file is incomplete (cut off during download or upload).",
+  "too many pixels": "the photo has more pixels than this service accepts.",
+  "image too small": "the photo is too small to compare.",
+  "blank image": "the photo is blank or a single colour: there is nothing to compare.",
+};
 
 function say(text, isError = false) {
   statusLine.textContent = text;
@@ -42,7 +53,9 @@ async function check(file) {
   const headers = keyInput.value ? { "X-API-Key": keyInput.value } : {};
   let response;
   try {
-    response = await fetch("/v1/checks?correspondences=true", { method: "POST", body, headers });
+    // The preview is the photo as the service decoded it: the browser may not read its format.
+    response = await fetch("/v1/checks?correspondences=true&preview=true",
+                           { method: "POST", body, headers });
   } catch (error) {
     say(`The service did not answer: ${error}`, true);
     return;
@@ -52,8 +65,6 @@ async function check(file) {
     say(`Not checked (${response.status}): ${data.detail || response.statusText}`, true);
     return;
   }
-  if (listingUrl) URL.revokeObjectURL(listingUrl);
-  listingUrl = URL.createObjectURL(file);
   say("");
   await render(data.results[0]);
 }
@@ -67,11 +78,16 @@ async function render(result) {
   timing.textContent = `Took ${total.toFixed(0)} ms (` +
     Object.entries(result.timing_ms).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(", ") + ")";
   if (result.status !== "ok") {
+    // No photo to show: a short reason instead of an empty frame, the service's words below.
+    layout.hidden = true;
     verdict.classList.add("error");
-    verdict.textContent = `Could not check ${result.path}: ${result.error}`;
+    verdict.textContent = `Could not check ${result.path}: ` +
+      (UNUSABLE[result.error_type] || "the file cannot be read as a photo.");
+    timing.textContent = `Details: ${result.error}`;
     verdict.focus();
     return;
   }
+  layout.hidden = false;
   const top = result.matches[0];
   if (result.flagged) {
     verdict.classList.add("flagged");
@@ -136,7 +152,7 @@ async function draw(result, selected) {
   const width = listingWidth + (reference ? GAP + refWidth : 0);
   svg.replaceChildren();
   svg.setAttribute("viewBox", `0 0 ${width} ${ROW_HEIGHT}`);
-  svg.append(el("image", { href: listingUrl, x: 0, y: 0, width: listingWidth,
+  svg.append(el("image", { href: result.preview, x: 0, y: 0, width: listingWidth,
                            height: ROW_HEIGHT, preserveAspectRatio: "none" }));
   result.matches.forEach((m, index) => {
     const [x0, y0, x1, y1] = m.box || [0, 0, result.width, result.height];

@@ -78,3 +78,46 @@ def test_shared_jewelry_renders_reads() -> None:
     samples = read_dataset(SHARED / "jewelry-renders")
     assert len(samples.references) == 32
     assert sum(1 for i in samples.listings if i.design is None) == 36
+
+
+def test_the_bench_command_reports_its_progress_where_stderr_is_a_log(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from imgmatch.cli import app
+
+    args = ["bench", "--out", str(tmp_path), "--methods", "phash-scan", "--max-references", "3"]
+    args += ["--references-per-attack", "1"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0
+    listings = json.loads((tmp_path / "report.json").read_text())["results"][0]["listings"]
+    # Without a terminal: what it is doing, then plain progress lines (the last at the end).
+    assert "making the quick set (seed 0)" in result.stderr
+    assert "quick: phash-scan: 3 references" in result.stderr
+    assert f"bench: {listings}/{listings} (" in result.stderr
+
+
+def test_run_bench_counts_every_listing_of_every_method(tiny_set: SampleSet) -> None:
+    class Events:
+        def __init__(self) -> None:
+            self.total = self.done = 0
+            self.notes: list[str] = []
+
+        def start(self, total: int) -> None:
+            self.total = total
+
+        def prepared(self) -> None:
+            return None
+
+        def advance(self, *, failed: bool = False) -> None:
+            self.done += 1
+
+        def note(self, text: str) -> None:
+            self.notes.append(text)
+
+        def finish(self) -> None:
+            return None
+
+    events = Events()
+    run_bench([tiny_set], ["phash-scan", "imgmatch-hash"], seed=3, progress=events)
+    assert events.total == events.done == 2 * len(tiny_set.listings)
+    assert [note.split(":")[1].strip() for note in events.notes] == ["phash-scan", "imgmatch-hash"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -79,6 +81,28 @@ def test_check_many_files_in_order_with_correspondences(
     pairs = first["matches"][0]["correspondences"]
     assert len(pairs) >= 12 and all(len(p) == 4 for p in pairs)
     assert second["status"] == "ok" and second["flagged"] is False and second["matches"] == []
+
+
+def test_preview_is_the_listing_as_decoded_as_a_jpeg(
+    client: TestClient, rng: np.random.Generator
+) -> None:
+    listing = listing_with("D004_0.jpg", rng, scale=1.6)
+    tiff = io.BytesIO()
+    listing.save(tiff, format="TIFF")
+    upload = files(("listing.tif", tiff.getvalue(), "image/tiff"))
+    plain = client.post("/v1/checks", files=upload).json()["results"][0]
+    assert "preview" not in plain
+    result = client.post("/v1/checks?preview=true", files=upload).json()["results"][0]
+    assert result["flagged"] and result["matches"][0]["design"] == "D004"
+    prefix = "data:image/jpeg;base64,"
+    assert result["preview"].startswith(prefix)
+    shown = Image.open(io.BytesIO(base64.b64decode(result["preview"][len(prefix) :])))
+    assert shown.format == "JPEG"
+    # The whole photo, its long side brought down to a size a page draws quickly.
+    assert max(shown.size) == 1024 < max(listing.size)
+    assert shown.width / shown.height == pytest.approx(result["width"] / result["height"], 0.01)
+    expected = np.asarray(listing.resize(shown.size), dtype=np.float64)
+    assert np.abs(np.asarray(shown, dtype=np.float64) - expected).mean() < 8
 
 
 def test_an_undecodable_image_is_a_per_file_error(
@@ -237,6 +261,27 @@ def test_add_reference_is_seen_by_the_next_check(
     assert thumbnail.status_code == 200 and thumbnail.content[:3] == b"\xff\xd8\xff"
 
 
+def test_metadata_sent_as_nested_json_comes_back_as_the_same_json(
+    client: TestClient, rng: np.random.Generator
+) -> None:
+    metadata = {
+        "metal": "gold",
+        "rights": {"kind": "registered design", "number": 4021187, "countries": ["FR", "DE"]},
+        "carats": 18.0,
+        "discontinued": False,
+    }
+    added = client.post(
+        "/v1/references",
+        headers=WRITE,
+        files={"image": ("ref.jpg", jpeg_bytes(random_scene(rng)), "image/jpeg")},
+        data={"design": "nested", "metadata": json.dumps(metadata)},
+    )
+    assert added.status_code == 201, added.text
+    assert added.json()["metadata"] == metadata
+    stored = client.get(f"/v1/references/{added.json()['reference_id']}").json()
+    assert stored["metadata"] == metadata
+
+
 def test_add_reference_errors(client: TestClient, rng: np.random.Generator) -> None:
     existing = (REFERENCES / INDEXED[0]).read_bytes()
     duplicate = client.post(
@@ -368,6 +413,20 @@ def test_review_page(client: TestClient) -> None:
     assert page.status_code == 200
     assert 'id="listing"' in page.text and 'type="file"' in page.text
     assert client.get("/static/review.js").status_code == 200
+
+
+def test_catalog_page_finds_part_of_a_design_or_brand_in_any_case(client: TestClient) -> None:
+    def cards(**search: str) -> int:
+        page = client.get("/catalog", params=search)
+        assert page.status_code == 200
+        return page.text.count('class="card"')
+
+    designs = [Path(name).stem.split("_")[0] for name in INDEXED]
+    assert cards(design="D03") == sum(d.startswith("D03") for d in designs) == 2
+    assert cards(design="d03") == 2
+    assert cards(design="37") == 1
+    assert cards(brand="exemple") == len(INDEXED)
+    assert cards(design="D03", brand="nobody") == 0
 
 
 def test_catalog_page_lists_and_searches(client: TestClient) -> None:
