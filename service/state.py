@@ -194,8 +194,8 @@ class ServiceState:
         """An uploaded listing as the checks see it, as a `data:` URI of a JPEG whose long side
         is at most LISTING_PREVIEW_SIDE_PX: browsers cannot show every format the decoder reads
         (TIFF), and a preview from the same decoder shows the orientation the boxes refer to."""
-        with self._jobs:
-            jpeg = encode_thumbnail(load_image(data, self.limits), LISTING_PREVIEW_SIDE_PX)
+        with self._burst.job(), self._jobs:
+            jpeg = encode_thumbnail(self._decode(data).pixels, LISTING_PREVIEW_SIDE_PX)
         return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
     # ----------------------------------------------------------------------- references
