@@ -17,6 +17,7 @@ from pathlib import Path
 
 from imgmatch.catalog.integrity import blob_size, fingerprint_digest, hash_problem, view_problem
 from imgmatch.errors import CatalogDamagedError, CatalogError
+from imgmatch.files import fsync_directory
 
 DATABASE_NAME = "catalog.sqlite3"
 SCHEMA_VERSION = 4
@@ -242,6 +243,7 @@ def _create(directory: Path, path: Path) -> None:
             # A file system without hard links: a plain rename, unless another process won.
             if not path.exists():
                 os.replace(temp, path)
+        fsync_directory(directory)
     finally:
         for leftover in (temp, Path(f"{temp}-wal"), Path(f"{temp}-shm")):
             leftover.unlink(missing_ok=True)
