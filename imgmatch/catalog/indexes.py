@@ -8,7 +8,8 @@ kept and raised by every search instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,36 +153,52 @@ class SearchIndexes:
 
     # ----------------------------------------------------------------------- searching
 
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[int]:
+        """Hold the indexes at their generation (yielded): adds, removals and reloads wait until
+        the block ends. Inside it, search with `hashes_near` and `descriptor_neighbours` only:
+        the lock is not reentrant."""
+        with self._lock.reading():
+            yield self._loaded_generation
+
     def search_hashes(self, hashes: dict[str, PackedBits], max_distance: int) -> list[HashHit]:
         self.require_current()
-        hits: list[HashHit] = []
         with self._lock.reading():
-            for name, codes in hashes.items():
-                index = self._hash_indexes.get(name)
-                if index is None or index.ntotal == 0:
-                    continue
-                # range_search is strict (<): +1 includes the threshold itself.
-                # Every code of the listing counts alike: which row a hit came from is not kept.
-                _, distances, labels = index.range_search(
-                    np.ascontiguousarray(codes, dtype=np.uint8), max_distance + 1
-                )
-                # FAISS returns the bit counts as float32; a HashHit holds a whole number.
-                bit_counts = distances.astype(np.int64).tolist()
-                for label, distance in zip(labels.tolist(), bit_counts, strict=True):
-                    reference_id, variant = split_hash_label(label)
-                    hits.append(HashHit(reference_id, name, variant, distance))
-        return hits
+            return self.hashes_near(hashes, max_distance)
 
     def search_descriptors(self, descriptors: NDArray[np.uint8], k: int) -> DescriptorNeighbours:
         self.require_current()
-        queries = np.ascontiguousarray(descriptors, dtype=np.uint8).reshape(-1, DESCRIPTOR_BYTES)
         with self._lock.reading():
-            if self.descriptor_index.ntotal == 0 or len(queries) == 0:
-                empty = np.full((len(queries), k), -1, dtype=np.int64)
-                return DescriptorNeighbours(
-                    np.zeros((len(queries), k), np.int32), empty, empty.copy(), empty.copy()
-                )
-            distances, labels = search_in_list_order(self.descriptor_index, queries, k)
+            return self.descriptor_neighbours(descriptors, k)
+
+    def hashes_near(self, hashes: dict[str, PackedBits], max_distance: int) -> list[HashHit]:
+        """`search_hashes` for a caller that holds the indexes `pinned`."""
+        hits: list[HashHit] = []
+        for name, codes in hashes.items():
+            index = self._hash_indexes.get(name)
+            if index is None or index.ntotal == 0:
+                continue
+            # range_search is strict (<): +1 includes the threshold itself.
+            # Every code of the listing counts alike: which row a hit came from is not kept.
+            _, distances, labels = index.range_search(
+                np.ascontiguousarray(codes, dtype=np.uint8), max_distance + 1
+            )
+            # FAISS returns the bit counts as float32; a HashHit holds a whole number.
+            bit_counts = distances.astype(np.int64).tolist()
+            for label, distance in zip(labels.tolist(), bit_counts, strict=True):
+                reference_id, variant = split_hash_label(label)
+                hits.append(HashHit(reference_id, name, variant, distance))
+        return hits
+
+    def descriptor_neighbours(self, descriptors: NDArray[np.uint8], k: int) -> DescriptorNeighbours:
+        """`search_descriptors` for a caller that holds the indexes `pinned`."""
+        queries = np.ascontiguousarray(descriptors, dtype=np.uint8).reshape(-1, DESCRIPTOR_BYTES)
+        if self.descriptor_index.ntotal == 0 or len(queries) == 0:
+            empty = np.full((len(queries), k), -1, dtype=np.int64)
+            return DescriptorNeighbours(
+                np.zeros((len(queries), k), np.int32), empty, empty.copy(), empty.copy()
+            )
+        distances, labels = search_in_list_order(self.descriptor_index, queries, k)
         reference_ids, views, keypoints = split_descriptor_labels(labels)
         return DescriptorNeighbours(distances.astype(np.int32), reference_ids, views, keypoints)
 
