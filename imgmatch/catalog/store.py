@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgmatch.catalog.ids import MAX_KEYPOINTS_PER_VIEW, MAX_REFERENCE_ID
+from imgmatch.catalog.ids import MAX_KEYPOINTS_PER_VIEW, MAX_REFERENCE_ID, MAX_VIEW
 from imgmatch.catalog.integrity import (
     ReferenceRows,
     blob_size,
@@ -247,6 +247,8 @@ class Store:
             (name, np.ascontiguousarray(codes, dtype=np.uint8).tobytes())
             for name, codes in fingerprint.hashes.items()
         ]
+        if len(fingerprint.views) > MAX_VIEW + 1:
+            raise CatalogError(f"at most {MAX_VIEW + 1} feature views per reference")
         view_rows = []
         for view, features in enumerate(fingerprint.views):
             if len(features) > MAX_KEYPOINTS_PER_VIEW:
