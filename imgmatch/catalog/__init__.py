@@ -1,8 +1,9 @@
 """The catalog of reference photos: the one door to storage (SQLite) and search (FAISS).
 
 SQLite is the source of truth: references, their metadata and their fingerprints (`store`).
-The FAISS binary indexes are caches built from it (`faiss_indexes`, kept current by
-`indexes`): one per hasher for the 64-bit hash codes, one for the 256-bit ORB descriptors.
+The FAISS binary indexes are caches built from it, each behind a small typed wrapper
+(`hash_index`: one per hasher, as wide as its codes; `descriptor_index`: the 256-bit ORB
+descriptors), kept current by `indexes`.
 Index files are written atomically and
 stamped with the database generation and their sha256 (`index_files`); a stale, missing,
 oversized or corrupt file is rebuilt from SQLite, never loaded blindly. FAISS stores only
