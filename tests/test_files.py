@@ -22,9 +22,12 @@ def _calls(path: Path) -> set[str]:
     """Dotted names of every call in a module, e.g. "os.replace", "tempfile.mkstemp"."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            if isinstance(node.func.value, ast.Name):
-                names.add(f"{node.func.value.id}.{node.func.attr}")
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+        ):
+            names.add(f"{node.func.value.id}.{node.func.attr}")
     return names
 
 

@@ -37,4 +37,4 @@ def test_only_the_catalog_package_imports_faiss_and_sqlite3() -> None:
 def test_the_scan_sees_the_catalogs_own_imports() -> None:
     """Guards the test above against passing because it found no files or no imports."""
     found = set().union(*(_imported_roots(p) for p in (ROOT / CATALOG).glob("*.py")))
-    assert STORAGE_MODULES <= found
+    assert found >= STORAGE_MODULES
