@@ -234,7 +234,7 @@ class Catalog:
             # Bring the indexes to the database's generation (another process may have
             # written); a damaged catalog refuses here.
             self._indexes.require_current()
-            with self._indexes.pinned() as indexed, store.read_transaction() as db:
+            with self._indexes.pinned() as indexed, store.readers.transaction() as db:
                 with store.recording():
                     generation = read_generation(db, store.path)
                 if generation == indexed:

@@ -27,6 +27,7 @@ from imgmatch.catalog.integrity import (
     reference_problems,
     view_problem,
 )
+from imgmatch.catalog.read_connections import ReadConnections
 from imgmatch.catalog.records import NewReference, Reference
 from imgmatch.catalog.rows import (
     REFERENCE_COLUMNS,
@@ -52,8 +53,6 @@ from imgmatch.fingerprint import Fingerprint
 HashRow = tuple[int, str, bytes]
 ViewRow = tuple[int, int, int, bytes]
 
-# How long a snapshot's reader waits for a writer's lock on the database (a checkpoint).
-_BUSY_TIMEOUT_MS = 30_000
 # SQLite's integrity check stops after this many findings.
 _INTEGRITY_FINDINGS = 5
 
@@ -69,9 +68,7 @@ class Store:
         # while this process runs, whatever a later request happens to read.
         self.damage: CatalogDamagedError | None = None
         # Connections for snapshots, each in its own read transaction while borrowed.
-        self._readers_lock = threading.Lock()
-        self._idle_readers: list[sqlite3.Connection] = []
-        self._closed = False
+        self.readers = ReadConnections(self.path, self.recording)
         self._db = open_database(directory, create=create)
         try:
             # Every search compares generations: a damaged one refuses the catalog at once.
@@ -83,11 +80,7 @@ class Store:
     def close(self) -> None:
         with self.lock:
             self._db.close()
-        with self._readers_lock:
-            self._closed = True
-            idle, self._idle_readers = self._idle_readers, []
-        for db in idle:
-            db.close()
+        self.readers.close()
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[None]:
@@ -103,40 +96,6 @@ class Store:
     def _access(self) -> Iterator[sqlite3.Connection]:
         with self.lock, self.recording():
             yield self._db
-
-    @contextlib.contextmanager
-    def read_transaction(self) -> Iterator[sqlite3.Connection]:
-        """A connection of its own, in a read transaction: every read through it sees the
-        database as one commit left it, whatever is written meanwhile (WAL keeps that state
-        for it). For one thread at a time; the transaction ends on leaving."""
-        db = self._borrow_reader()
-        try:
-            with self.recording():
-                db.execute("BEGIN")
-            yield db
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-            self._return_reader(db)
-
-    def _borrow_reader(self) -> sqlite3.Connection:
-        with self._readers_lock:
-            if self._idle_readers:
-                return self._idle_readers.pop()
-        with self.recording():
-            # Handed between threads (a service check runs in any pool thread), never shared.
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA query_only=ON")
-            db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-        return db
-
-    def _return_reader(self, db: sqlite3.Connection) -> None:
-        with self._readers_lock:
-            if not self._closed:
-                self._idle_readers.append(db)
-                return
-        db.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
