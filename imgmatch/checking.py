@@ -152,6 +152,18 @@ def _check_batch(
     batch: list[tuple[ListingInput, FingerprintOutcome]],
     min_score: float | None,
 ) -> Iterator[ListingResult]:
+    # The whole batch reads one generation of the catalog; its results are collected before
+    # any is handed on, so that the snapshot is not held while the caller writes them out.
+    with detector.pinned() as pinned:
+        results = list(_check_pinned_batch(pinned, batch, min_score))
+    yield from results
+
+
+def _check_pinned_batch(
+    detector: Detector,
+    batch: list[tuple[ListingInput, FingerprintOutcome]],
+    min_score: float | None,
+) -> Iterator[ListingResult]:
     prints = [o.fingerprint for _, o in batch if o.fingerprint is not None]
     start = time.perf_counter()
     found = iter(detector.search_descriptors(prints))

@@ -18,10 +18,11 @@ from imgmatch.catalog import Catalog
 from imgmatch.checking import DEFAULT_DECODE_TIMEOUT_S, CheckOptions, completed_keys, run_check
 from imgmatch.detector import Detector
 from imgmatch.errors import CatalogError, ImgmatchError, MetadataError, OutputError
+from imgmatch.files import write_atomically
 from imgmatch.indexing import DEFAULT_BATCH_SIZE, IndexOptions, index_references
 from imgmatch.parallel import default_workers
 from imgmatch.progress import make_progress
-from imgmatch.report import format_summary, open_sink, prepare_output, write_atomically
+from imgmatch.report import format_summary, open_sink, prepare_output
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 # The shell's code for a command stopped by Ctrl-C (128 + SIGINT).

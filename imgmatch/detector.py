@@ -9,6 +9,7 @@ wraps the outcome in a `CheckResult`.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -30,7 +31,7 @@ from imgmatch.policy import THRESHOLD_SETTING, ListingContext, Policy, threshold
 from imgmatch.reference_index import ReferenceIndex
 from imgmatch.results import CheckResult, Match, error_result
 from imgmatch.scoring import best_per_design, score_evidence
-from imgmatch.verification import present_references, verify_candidate
+from imgmatch.verification import shortlisted_references, verify_candidate
 
 # Where callers have always found them.
 __all__ = ["THRESHOLD_SETTING", "CheckResult", "Detector", "Match", "error_result"]
@@ -67,10 +68,25 @@ class Detector:
     ) -> None:
         self.catalog = catalog
         self.index: ReferenceIndex = catalog if index is None else index
+        # Whether `index` reads one generation throughout (a snapshot, or a given index).
+        self._pinned = index is not None
         self.config = config or DetectorConfig()
         self.limits = limits or ImageLimits()
         self._policy = policy
         self._local = threading.local()
+
+    @contextmanager
+    def pinned(self) -> Iterator[Detector]:
+        """This detector reading the catalog at one generation throughout the block: one check,
+        or a batch of checks, never sees a reference that another read of it misses. A
+        detector given its own `index` reads that as it is."""
+        if self._pinned:
+            yield self
+            return
+        with self.catalog.snapshot() as view:
+            pinned = copy.copy(self)
+            pinned.index, pinned._pinned = view, True
+            yield pinned
 
     @property
     def fingerprinter(self) -> Fingerprinter:
@@ -159,7 +175,8 @@ class Detector:
         watch = watch or _Stopwatch()
         policy = self.policy
         floor = policy.threshold if min_score is None else min_score
-        matches = self.find_matches(fingerprint, floor, scale, neighbours, watch)
+        with self.pinned() as detector:
+            matches = detector.find_matches(fingerprint, floor, scale, neighbours, watch)
         verdict = policy.decide(matches, context)
         return CheckResult(
             path=path,
@@ -180,7 +197,11 @@ class Detector:
         neighbours: DescriptorNeighbours | None = None,
         watch: _Stopwatch | None = None,
     ) -> tuple[Match, ...]:
-        """The evidence alone: one match per design scoring at least `floor`, best first."""
+        """The evidence alone: one match per design scoring at least `floor`, best first.
+        Outside `pinned`, it reads through a snapshot of its own."""
+        if not self._pinned:
+            with self.pinned() as detector:
+                return detector.find_matches(fingerprint, floor, scale, neighbours, watch)
         config, watch = self.config, watch or _Stopwatch()
         with watch.stage("search"):
             hits = self.index.search_hashes(fingerprint.hashes, config.max_hamming_distance)
@@ -190,12 +211,11 @@ class Detector:
             voted = votes(neighbours, self.index.design_codes(), hashed, config)
         with watch.stage("verify"):
             shortlisted = shortlist(hashed, voted, config)
-            references = present_references(shortlisted, self.index)
+            references = shortlisted_references(shortlisted, self.index)
             keypoints = fingerprint.features.keypoints
             verified = [
                 verify_candidate(c, references[c.reference_id], keypoints, self.index, config)
                 for c in shortlisted
-                if c.reference_id in references
             ]
             size = (fingerprint.width, fingerprint.height)
             assigned = assign_exclusively(verified, references, size, config)
@@ -206,7 +226,9 @@ class Detector:
             return best_per_design(scored, floor)
 
     def search_descriptors(self, listings: Sequence[Fingerprint]) -> list[DescriptorNeighbours]:
-        """The catalog neighbours of every listing's descriptors, in one FAISS call for all."""
+        """The catalog neighbours of every listing's descriptors, in one FAISS call for all.
+        Their ids mean something only at the generation searched: search and check them in one
+        `pinned` block."""
         descriptor_sets = [listing.features.descriptors for listing in listings]
         stacked = np.concatenate(descriptor_sets or [np.empty((0, DESCRIPTOR_BYTES), np.uint8)])
         found = self.index.search_descriptors(stacked, self.config.knn_neighbours)

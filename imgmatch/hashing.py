@@ -48,6 +48,12 @@ class Hasher:
     compute_bits: Callable[[Image.Image], NDArray[np.bool_]]
     size: tuple[int, int] | None = None
     stacked_bits: StackedBits | None = None
+    # How wide one code is: what the catalog's index of this hasher's codes is built for.
+    bits: int = HASH_BITS
+
+    @property
+    def code_bytes(self) -> int:
+        return self.bits // 8
 
     def compute(self, thumbnail: Image.Image) -> PackedBits:
         """Hash a gray thumbnail (see `gray_thumbnail`) into 8 packed bytes, through imagehash."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import secrets
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -20,6 +19,7 @@ from rich.table import Table
 from imgmatch.checking import CheckSummary, ListingResult
 from imgmatch.detector import CheckResult
 from imgmatch.errors import OutputError
+from imgmatch.files import write_atomically
 from imgmatch.html_report import render_html
 
 # The terminal summary names this many failed files per reason; --summary-json has them all.
@@ -225,22 +225,6 @@ def prepare_output(path: Path) -> None:
         raise OutputError(f"{path}: is a folder; give a file name")
     if not os.access(path if path.exists() else path.parent, os.W_OK):
         raise OutputError(f"{path}: not writable")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` in one step: to a file beside it, then renamed over it. Whatever
-    fails on the way, `path` is either the old file, whole, or the new one."""
-    # Created by open(), not mkstemp, so the report gets the user's umask, not mode 0600.
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with temporary.open("x", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def open_sink(

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from imgmatch.candidates import Candidate, HashEvidence, min_view_votes
 from imgmatch.catalog import Reference
 from imgmatch.config import DetectorConfig
-from imgmatch.errors import ReferenceNotFoundError
 from imgmatch.features import Keypoints
 from imgmatch.geometry import Correspondences, Verification, verify_geometry
 from imgmatch.reference_index import ReferenceIndex
@@ -42,7 +41,8 @@ def verify_candidate(
 ) -> ReferenceEvidence:
     """The candidate's best-verified view (most inliers; the first among equals), if any.
 
-    A reference whose keypoints are gone (removed since the search) stays unverified.
+    `index` must read the generation the candidate was found at (a snapshot): its keypoints
+    are then there.
     """
     best: VerifiedView | None = None
     for view, votes in candidate.views:
@@ -50,10 +50,7 @@ def verify_candidate(
             continue
         # One correspondence per reference keypoint: the closest listing descriptor wins.
         reference_rows, queries = votes.closest_per_keypoint()
-        try:
-            reference_keypoints = index.keypoints(candidate.reference_id, view)
-        except ReferenceNotFoundError:
-            return ReferenceEvidence(candidate.reference_id, candidate.hash)
+        reference_keypoints = index.keypoints(candidate.reference_id, view)
         correspondences = Correspondences(
             reference_keypoints[reference_rows, :2], listing_keypoints[queries, :2], queries
         )
@@ -70,14 +67,8 @@ def verify_candidate(
     return ReferenceEvidence(candidate.reference_id, candidate.hash, best)
 
 
-def present_references(
+def shortlisted_references(
     candidates: Sequence[Candidate], index: ReferenceIndex
 ) -> dict[int, Reference]:
-    """The candidates' references; one removed since the search is dropped, never reported."""
-    present = {}
-    for candidate in candidates:
-        try:
-            present[candidate.reference_id] = index.get(candidate.reference_id)
-        except ReferenceNotFoundError:
-            continue
-    return present
+    """The candidates' references, read at the generation they were found at."""
+    return {candidate.reference_id: index.get(candidate.reference_id) for candidate in candidates}

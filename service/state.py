@@ -18,8 +18,6 @@ import hashlib
 import io
 import logging
 import math
-import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -32,7 +30,8 @@ from imgmatch.catalog import Catalog, NewReference, Reference
 from imgmatch.config import DetectorConfig, ImageLimits
 from imgmatch.detector import CheckResult, Detector
 from imgmatch.errors import CatalogError, InvalidImageError
-from imgmatch.images import DecodedImage, RGBImage, decode_image
+from imgmatch.files import write_atomically
+from imgmatch.images import DecodedImage, RGBImage, decode_image, load_image
 from imgmatch.locking import ReadWriteLock
 from service.memory import BurstTracker, limit_arenas
 from service.metrics import Metrics
@@ -225,7 +224,7 @@ class ServiceState:
             if existing is not None:
                 raise DuplicateReferenceError(existing)
             reference = catalog.add(entry).reference
-            _write_atomically(self._thumbnail_path(reference.reference_id), thumbnail)
+            write_atomically(self._thumbnail_path(reference.reference_id), thumbnail)
         return reference
 
     def remove_reference(self, reference_id: int) -> Reference:
@@ -252,7 +251,7 @@ class ServiceState:
         with self._gate.reading():
             # Skip the cache for a reference removed meanwhile: no orphan thumbnail files.
             if self.catalog.find_by_sha256(reference.sha256) is not None:
-                _write_atomically(cached, data)
+                write_atomically(cached, data)
         return data
 
     def _decode(self, source: bytes | Path) -> DecodedImage:
@@ -297,15 +296,3 @@ def encode_thumbnail(pixels: RGBImage, side_px: int) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85, optimize=True)
     return buffer.getvalue()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    handle, temp_name = tempfile.mkstemp(prefix=".thumb.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise

@@ -12,7 +12,7 @@ import pytest
 
 from imgmatch.bench.samples import generated_photo
 from imgmatch.catalog import Catalog, NewReference, resolve_catalog_dir
-from imgmatch.catalog.faiss_indexes import search_in_list_order
+from imgmatch.catalog.descriptor_index import search_in_list_order
 from imgmatch.config import DetectorConfig, SearchConfig
 from imgmatch.errors import CatalogError, ReferenceNotFoundError
 from imgmatch.fingerprint import Fingerprint, Fingerprinter

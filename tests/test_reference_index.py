@@ -4,6 +4,7 @@ must pass the same tests. And the detector reads the references through it and n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from imgmatch.catalog import Catalog, NewReference
+from imgmatch.catalog import Catalog, CatalogView, NewReference
 from imgmatch.config import DetectorConfig
 from imgmatch.detector import Detector
 from imgmatch.errors import ReferenceNotFoundError
@@ -37,7 +38,10 @@ class Stored:
     fingerprint: Fingerprint
 
 
-Factory = Callable[[Path, list[tuple[str, str, Fingerprint]]], tuple[Any, list[int]]]
+# Makes an implementation holding the entries: (the index, the ids it assigned, its teardown).
+Factory = Callable[
+    [Path, list[tuple[str, str, Fingerprint]]], tuple[Any, list[int], Callable[[], None]]
+]
 
 
 def catalog_index(
@@ -53,7 +57,24 @@ def catalog_index(
     return catalog, ids
 
 
-IMPLEMENTATIONS: dict[str, Factory] = {"catalog": catalog_index}
+def catalog(
+    directory: Path, entries: list[tuple[str, str, Fingerprint]]
+) -> tuple[Catalog, list[int], Callable[[], None]]:
+    index, ids = catalog_index(directory, entries)
+    return index, ids, index.close
+
+
+def snapshot(
+    directory: Path, entries: list[tuple[str, str, Fingerprint]]
+) -> tuple[CatalogView, list[int], Callable[[], None]]:
+    """A view of the catalog pinned at the generation the entries made."""
+    index, ids = catalog_index(directory, entries)
+    stack = contextlib.ExitStack()
+    stack.callback(index.close)
+    return stack.enter_context(index.snapshot()), ids, stack.close
+
+
+IMPLEMENTATIONS: dict[str, Factory] = {"catalog": catalog, "snapshot": snapshot}
 
 
 @pytest.fixture(scope="module")
@@ -75,15 +96,14 @@ def implementation(
     tmp_path_factory: pytest.TempPathFactory,
     fingerprints: list[tuple[str, str, Fingerprint]],
 ) -> Iterator[tuple[ReferenceIndex, list[Stored]]]:
-    index, ids = IMPLEMENTATIONS[request.param](tmp_path_factory.mktemp("index"), fingerprints)
+    make = IMPLEMENTATIONS[request.param]
+    index, ids, close = make(tmp_path_factory.mktemp("index"), fingerprints)
     stored = [
         Stored(rid, design, fingerprint)
         for rid, (_, design, fingerprint) in zip(ids, fingerprints, strict=True)
     ]
     yield index, stored
-    close = getattr(index, "close", None)
-    if close is not None:
-        close()
+    close()
 
 
 def test_every_variant_of_a_references_hashes_finds_it_at_zero_bits(

@@ -1,8 +1,9 @@
 """The catalog of reference photos: the one door to storage (SQLite) and search (FAISS).
 
 SQLite is the source of truth: references, their metadata and their fingerprints (`store`).
-The FAISS binary indexes are caches built from it (`faiss_indexes`, kept current by
-`indexes`): one per hasher for the 64-bit hash codes, one for the 256-bit ORB descriptors.
+The FAISS binary indexes are caches built from it, each behind a small typed wrapper
+(`hash_index`: one per hasher, as wide as its codes; `descriptor_index`: the 256-bit ORB
+descriptors), kept current by `indexes`.
 Index files are written atomically and
 stamped with the database generation and their sha256 (`index_files`); a stale, missing,
 oversized or corrupt file is rebuilt from SQLite, never loaded blindly. FAISS stores only
@@ -12,12 +13,16 @@ Damage that a rebuild cannot mend (in the database, or where an index file shoul
 `CatalogDamagedError` that names the file and what to do. Where only some references' rows are
 damaged, the catalog still opens so that `verify` can list them and `remove` can take them out;
 searching and adding refuse until then.
+
+A check reads through `Catalog.snapshot()`, a view pinned at one generation (`snapshot`), so
+that its hash search, descriptor search, references and keypoints all agree.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import faiss
@@ -38,7 +43,9 @@ from imgmatch.catalog.records import (
     resolve_catalog_dir,
     sha256_file,
 )
+from imgmatch.catalog.rows import read_generation
 from imgmatch.catalog.schema import DATABASE_NAME, SCHEMA_VERSION
+from imgmatch.catalog.snapshot import CatalogView, number_designs
 from imgmatch.catalog.store import Store
 from imgmatch.config import SearchConfig
 from imgmatch.errors import CatalogDamagedError, CatalogError, ReferenceNotFoundError
@@ -54,6 +61,7 @@ __all__ = [
     "AddOutcome",
     "Catalog",
     "CatalogStats",
+    "CatalogView",
     "DescriptorNeighbours",
     "HashHit",
     "NewReference",
@@ -93,6 +101,7 @@ class Catalog:
             raise
         self._design_codes: NDArray[np.int64] = np.empty(0, dtype=np.int64)
         self._design_codes_generation = -1
+        self._design_codes_lock = threading.Lock()
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -211,18 +220,37 @@ class Catalog:
         Two references share a number exactly when they share a design; the numbering holds for
         one database generation (cached per generation; do not modify the array).
         """
-        generation = self._store.generation()
-        with self._store.lock:
-            if self._design_codes_generation != generation:
-                rows = self._store.designs_by_id()
-                size = max((rid for rid, _ in rows), default=-1) + 1
-                codes = np.full(size, -1, dtype=np.int64)
-                numbers: dict[str, int] = {}
-                for rid, design in rows:
-                    codes[rid] = numbers.setdefault(design, len(numbers))
-                self._design_codes = codes
-                self._design_codes_generation = generation
-            return self._design_codes
+        with self.snapshot() as view:
+            return view.design_codes()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[CatalogView]:
+        """The catalog at its current generation, for one check or one batch of checks: every
+        read through the view answers at that generation, whatever is added or removed
+        meanwhile. Adds and removals in this process wait until the block ends, so keep it
+        short, and do not write to the catalog from inside it (that would wait for itself)."""
+        store = self._store
+        while True:
+            # Bring the indexes to the database's generation (another process may have
+            # written); a damaged catalog refuses here.
+            self._indexes.require_current()
+            with self._indexes.pinned() as indexed, store.readers.transaction() as db:
+                with store.recording():
+                    generation = read_generation(db, store.path)
+                if generation == indexed:
+                    yield CatalogView(generation, store, db, self._indexes, self._view_designs)
+                    return
+            # A write landed between the two: its index update is waiting for the lock just
+            # released (or the indexes must reload); look again once it is done.
+
+    def _view_designs(self, view: CatalogView) -> NDArray[np.int64]:
+        with self._design_codes_lock:
+            if self._design_codes_generation == view.generation:
+                return self._design_codes
+        codes = number_designs(view.designs())
+        with self._design_codes_lock:
+            self._design_codes, self._design_codes_generation = codes, view.generation
+        return codes
 
     def get(self, reference_id: int) -> Reference:
         """The reference with this id, or `ReferenceNotFoundError`."""

@@ -7,11 +7,8 @@ Nothing is unpickled: FAISS reads its own serialisation.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ import numpy as np
 
 from imgmatch.catalog.records import sha256_file
 from imgmatch.errors import CatalogError
+from imgmatch.files import write_atomically
 
 DESCRIPTOR_INDEX = "descriptors"
 # What the ids in the hash index files mean; a hash index file stamped with another layout is
@@ -65,28 +63,16 @@ def read_index(path: Path) -> Any:
 
 
 def write_index(path: Path, index: Any, generation: int) -> str:
-    """Write `index` to `path` atomically (temp file, fsync, rename); return its stamp."""
+    """Write `index` to `path` atomically; return its stamp."""
     data = faiss.serialize_index_binary(index)
-    directory = path.parent
     try:
-        handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data.tobytes())
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temp_name, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp_name)
-            raise
+        write_atomically(path, data.tobytes())
     except OSError as exc:
         raise CatalogError(
             f"{path}: cannot write the index file ({exc.strerror or exc}); the database is "
             "unchanged and the index is rebuilt from it at the next run: free space or fix "
             "the folder's permissions, then run `imgmatch catalog rebuild`"
         ) from exc
-    fsync_directory(directory)
     stamp = {
         "generation": generation,
         "bytes": int(data.size),
@@ -95,13 +81,3 @@ def write_index(path: Path, index: Any, generation: int) -> str:
         "layout": INDEX_LAYOUT,
     }
     return json.dumps(stamp, sort_keys=True)
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename durable: fsync the directory entry too (where the OS allows it)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -8,29 +8,17 @@ kept and raised by every search instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from imgmatch.catalog.faiss_indexes import (
-    apply_search_parameters,
-    descriptor_index_kind,
-    hash_indexes_from_rows,
-    is_ivf,
-    new_descriptor_index,
-    new_hash_index,
-    search_in_list_order,
-)
-from imgmatch.catalog.ids import (
-    HASH_VARIANT_BITS,
-    descriptor_ids,
-    hash_entry_ids,
-    split_descriptor_labels,
-    split_hash_label,
-)
+from imgmatch.catalog.descriptor_index import DescriptorIndex, Removed
+from imgmatch.catalog.hash_index import HashIndex, hash_indexes_from_rows, hasher_bits
+from imgmatch.catalog.ids import descriptor_ids
 from imgmatch.catalog.index_files import (
     DESCRIPTOR_INDEX,
     index_file_problem,
@@ -47,9 +35,6 @@ from imgmatch.fingerprint import Fingerprint
 from imgmatch.hashing import PackedBits
 from imgmatch.locking import ReadWriteLock
 
-# A removed reference: its id and its feature views' (view, descriptor count) pairs.
-Removed = tuple[int, list[tuple[int, int]]]
-
 
 class SearchIndexes:
     """One FAISS index per hasher and one for the descriptors, built from one `Store`."""
@@ -59,9 +44,8 @@ class SearchIndexes:
         self._config = config
         self._store = store
         self._lock = ReadWriteLock()
-        self._hash_indexes: dict[str, Any] = {}
-        self.descriptor_index: Any = None
-        self._trained_size = 0
+        self._hash_indexes: dict[str, HashIndex] = {}
+        self._descriptors: DescriptorIndex | None = None
         self._loaded_generation = -1
         # True while the in-memory indexes differ from the files on disk.
         self._dirty = False
@@ -129,8 +113,18 @@ class SearchIndexes:
         """(descriptors indexed, "flat" or "ivf<lists>")."""
         self.require_current()
         with self._lock.reading():
-            index = self.descriptor_index
-            return int(index.ntotal), descriptor_index_kind(index)
+            return self._descriptor_index.size, self._descriptor_index.kind
+
+    @property
+    def descriptor_index(self) -> Any:
+        """The FAISS descriptor index itself, for inspection."""
+        return self._descriptor_index.faiss
+
+    @property
+    def _descriptor_index(self) -> DescriptorIndex:
+        if self._descriptors is None:
+            raise CatalogDamagedError("the search indexes were never built")
+        return self._descriptors
 
     def problems(self) -> list[str]:
         """What `verify` reports about the indexes and their files."""
@@ -138,9 +132,9 @@ class SearchIndexes:
         problems = []
         expected = self._store.descriptor_count()
         with self._lock.reading():
-            if self.descriptor_index.ntotal != expected:
+            if self._descriptor_index.size != expected:
                 problems.append(
-                    f"descriptor index holds {self.descriptor_index.ntotal} descriptors, "
+                    f"descriptor index holds {self._descriptor_index.size} descriptors, "
                     f"database {expected}"
                 )
         generation = self._store.generation()
@@ -152,38 +146,37 @@ class SearchIndexes:
 
     # ----------------------------------------------------------------------- searching
 
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[int]:
+        """Hold the indexes at their generation (yielded): adds, removals and reloads wait until
+        the block ends. Inside it, search with `hashes_near` and `descriptor_neighbours` only:
+        the lock is not reentrant."""
+        with self._lock.reading():
+            yield self._loaded_generation
+
     def search_hashes(self, hashes: dict[str, PackedBits], max_distance: int) -> list[HashHit]:
         self.require_current()
-        hits: list[HashHit] = []
         with self._lock.reading():
-            for name, codes in hashes.items():
-                index = self._hash_indexes.get(name)
-                if index is None or index.ntotal == 0:
-                    continue
-                # range_search is strict (<): +1 includes the threshold itself.
-                # Every code of the listing counts alike: which row a hit came from is not kept.
-                _, distances, labels = index.range_search(
-                    np.ascontiguousarray(codes, dtype=np.uint8), max_distance + 1
-                )
-                # FAISS returns the bit counts as float32; a HashHit holds a whole number.
-                bit_counts = distances.astype(np.int64).tolist()
-                for label, distance in zip(labels.tolist(), bit_counts, strict=True):
-                    reference_id, variant = split_hash_label(label)
-                    hits.append(HashHit(reference_id, name, variant, distance))
-        return hits
+            return self.hashes_near(hashes, max_distance)
 
     def search_descriptors(self, descriptors: NDArray[np.uint8], k: int) -> DescriptorNeighbours:
         self.require_current()
-        queries = np.ascontiguousarray(descriptors, dtype=np.uint8).reshape(-1, DESCRIPTOR_BYTES)
         with self._lock.reading():
-            if self.descriptor_index.ntotal == 0 or len(queries) == 0:
-                empty = np.full((len(queries), k), -1, dtype=np.int64)
-                return DescriptorNeighbours(
-                    np.zeros((len(queries), k), np.int32), empty, empty.copy(), empty.copy()
-                )
-            distances, labels = search_in_list_order(self.descriptor_index, queries, k)
-        reference_ids, views, keypoints = split_descriptor_labels(labels)
-        return DescriptorNeighbours(distances.astype(np.int32), reference_ids, views, keypoints)
+            return self.descriptor_neighbours(descriptors, k)
+
+    def hashes_near(self, hashes: dict[str, PackedBits], max_distance: int) -> list[HashHit]:
+        """`search_hashes` for a caller that holds the indexes `pinned`."""
+        # Every code of the listing counts alike: which row a hit came from is not kept.
+        return [
+            HashHit(reference_id, name, variant, distance)
+            for name, codes in hashes.items()
+            if (index := self._hash_indexes.get(name)) is not None
+            for reference_id, variant, distance in index.within(codes, max_distance)
+        ]
+
+    def descriptor_neighbours(self, descriptors: NDArray[np.uint8], k: int) -> DescriptorNeighbours:
+        """`search_descriptors` for a caller that holds the indexes `pinned`."""
+        return self._descriptor_index.nearest(descriptors, k)
 
     # ----------------------------------------------------------------------- internals
 
@@ -223,7 +216,10 @@ class SearchIndexes:
             names = self._store.hasher_names()
             if all(self._file_problem(name, generation) is None for name in names):
                 self._hash_indexes = {
-                    name: read_index(index_path(self._directory, name)) for name in names
+                    name: HashIndex(
+                        hasher_bits(name), read_index(index_path(self._directory, name))
+                    )
+                    for name in names
                 }
                 self.source = "loaded"
             else:
@@ -237,10 +233,10 @@ class SearchIndexes:
                 self._hash_indexes = hash_indexes_from_rows(hash_rows)
                 self._dirty = True
                 self.source = "rebuilt hash indexes"
-            self.descriptor_index = descriptor_index
-            self._trained_size = int(descriptor_index.ntotal)
+            self._descriptors = DescriptorIndex(
+                descriptor_index, self._config, int(descriptor_index.ntotal)
+            )
             self._loaded_generation = generation
-            apply_search_parameters(descriptor_index, self._config)
 
     def _needs_rebuild(self) -> bool:
         generation = self._store.generation()
@@ -273,64 +269,42 @@ class SearchIndexes:
             )
             ids[at : at + count] = descriptor_ids(reference_id, view, count)
             at += count
-        self.descriptor_index = new_descriptor_index(self._config, descriptors)
-        if total:
-            self.descriptor_index.add_with_ids(descriptors, ids)
-        self._trained_size = total
+        self._descriptors = DescriptorIndex.build(self._config, descriptors, ids)
         self._loaded_generation = generation
         self._dirty = True
-        apply_search_parameters(self.descriptor_index, self._config)
 
     def _maybe_retrain(self) -> None:
         """Switch exact -> IVF, or retrain IVF, once the catalog outgrew what it was built for."""
-        total = int(self.descriptor_index.ntotal)
-        ivf = is_ivf(self.descriptor_index)
-        outgrew_exact = not ivf and total > self._config.exact_search_max_descriptors
-        outgrew_training = ivf and total > self._trained_size * self._config.ivf_retrain_growth
+        index = self._descriptor_index
+        outgrew_exact = not index.is_ivf and index.size > self._config.exact_search_max_descriptors
+        outgrew_training = (
+            index.is_ivf and index.size > index.trained_size * self._config.ivf_retrain_growth
+        )
         if outgrew_exact or outgrew_training:
             self._rebuild_or_record()
 
     def _named_indexes(self) -> Iterable[tuple[str, Any]]:
-        yield from self._hash_indexes.items()
-        yield DESCRIPTOR_INDEX, self.descriptor_index
+        """Each index's FAISS object under the name of its file."""
+        for name, index in self._hash_indexes.items():
+            yield name, index.faiss
+        yield DESCRIPTOR_INDEX, self._descriptor_index.faiss
 
     def _index_fingerprint(self, reference_id: int, fingerprint: Fingerprint) -> None:
         for name, codes in fingerprint.hashes.items():
             index = self._hash_indexes.get(name)
             if index is None:
-                index = self._hash_indexes[name] = new_hash_index()
-            index.add_with_ids(
-                np.ascontiguousarray(codes, dtype=np.uint8),
-                hash_entry_ids(reference_id, len(codes)),
-            )
+                index = self._hash_indexes[name] = HashIndex(hasher_bits(name))
+            index.add(reference_id, codes)
         for view, features in enumerate(fingerprint.views):
-            if len(features) == 0:
-                continue
-            self.descriptor_index.add_with_ids(
-                np.ascontiguousarray(features.descriptors, dtype=np.uint8),
-                descriptor_ids(reference_id, view, len(features)),
-            )
+            self._descriptor_index.add(reference_id, view, features.descriptors)
 
     def _unindex(self, removed: Sequence[Removed]) -> None:
-        """Take removed references out of the in-memory indexes.
-
-        One removal per index for all of them: each `remove_ids` scans the whole index, so a
-        batch of replaced references (a re-fingerprint after a version change) must not cost
-        one scan each.
-        """
+        """Take removed references out of the in-memory indexes: one removal per index for
+        all of them, so that a batch of replaced references (a re-fingerprint after a version
+        change) does not cost one scan of each index per reference."""
         if not removed:
             return
-        # A reference fingerprinted before schema 3 has one hash variant, later ones 8.
-        ids = np.concatenate(
-            [hash_entry_ids(reference_id, 1 << HASH_VARIANT_BITS) for reference_id, _ in removed]
-        )
+        reference_ids = [reference_id for reference_id, _ in removed]
         for index in self._hash_indexes.values():
-            index.remove_ids(ids)
-        removed_descriptors = [
-            descriptor_ids(reference_id, view, count)
-            for reference_id, views in removed
-            for view, count in views
-            if count
-        ]
-        if removed_descriptors:
-            self.descriptor_index.remove_ids(np.concatenate(removed_descriptors))
+            index.remove(reference_ids)
+        self._descriptor_index.remove(removed)

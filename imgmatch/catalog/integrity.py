@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgmatch.catalog.faiss_indexes import HASH_CODE_BYTES
+from imgmatch.catalog.hash_index import hasher_bits
 from imgmatch.catalog.ids import MAX_KEYPOINTS_PER_VIEW, VIEW_BITS
 from imgmatch.errors import CatalogDamagedError
 from imgmatch.features import DESCRIPTOR_BYTES, KEYPOINT_FIELDS
@@ -66,11 +66,12 @@ def view_problem(
 
 
 def hash_problem(hasher: str, code_bytes: int | None) -> str | None:
-    """What is wrong with one stored hash code (None: 1 to 8 whole 64-bit variants)."""
+    """What is wrong with one stored hash code (None: 1 to 8 whole variants of its width)."""
     if code_bytes is None:
         return f"{hasher} code is not binary"
-    if code_bytes % HASH_CODE_BYTES or not 1 <= code_bytes // HASH_CODE_BYTES <= MAX_HASH_VARIANTS:
-        return f"{hasher} code holds {code_bytes} bytes, not 1 to 8 hashes of 8 bytes"
+    width = hasher_bits(hasher) // 8
+    if code_bytes % width or not 1 <= code_bytes // width <= MAX_HASH_VARIANTS:
+        return f"{hasher} code holds {code_bytes} bytes, not 1 to 8 hashes of {width} bytes"
     return None
 
 

@@ -12,11 +12,12 @@ import contextlib
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from imgmatch.catalog.integrity import blob_size, fingerprint_digest, hash_problem, view_problem
 from imgmatch.errors import CatalogDamagedError, CatalogError
+from imgmatch.files import fsync_directory
 
 DATABASE_NAME = "catalog.sqlite3"
 SCHEMA_VERSION = 4
@@ -27,17 +28,6 @@ _CREATING_PREFIX = f".{DATABASE_NAME}."
 _CREATING_MARK = ".new"
 # Folder entries named in a refusal, at most.
 _ENTRIES_NAMED = 4
-
-# Schema 1 -> 2: references without a signature are marked unknown (''). Schema 2 -> 3 changes no
-# table: a hash code may now hold the 8 variants of a reference (64 bytes), not one (8 bytes),
-# which an imgmatch reading schema 2 would misread. Schema 3 -> 4: each reference keeps a sha256
-# of its fingerprint rows (`integrity`), computed from the rows as they are when upgraded.
-_ADD_SIGNATURE_COLUMN = (
-    "ALTER TABLE reference ADD COLUMN fingerprint_signature TEXT NOT NULL DEFAULT ''"
-)
-_ADD_CHECKSUM_COLUMN = (
-    "ALTER TABLE reference ADD COLUMN fingerprint_sha256 TEXT NOT NULL DEFAULT ''"
-)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -242,6 +232,7 @@ def _create(directory: Path, path: Path) -> None:
             # A file system without hard links: a plain rename, unless another process won.
             if not path.exists():
                 os.replace(temp, path)
+        fsync_directory(directory)
     finally:
         for leftover in (temp, Path(f"{temp}-wal"), Path(f"{temp}-shm")):
             leftover.unlink(missing_ok=True)
@@ -261,7 +252,7 @@ def _bring_up_to_date(db: sqlite3.Connection, path: Path) -> None:
         db.executescript(_SCHEMA)
         with transaction(db):
             if read_meta(db, "schema_version") is None:
-                _upgrade(db)
+                _upgrade(db, _OLDEST_VERSION)
         return
     missing = [table for table in TABLES if table not in tables]
     if missing:
@@ -283,23 +274,58 @@ def _bring_up_to_date(db: sqlite3.Connection, path: Path) -> None:
         with transaction(db):
             # Another process may have upgraded it since the version was read.
             if read_meta(db, "schema_version") == version:
-                _upgrade(db)
+                _upgrade(db, int(version))
 
 
-def _upgrade(db: sqlite3.Connection) -> None:
-    """Within a transaction: add what older schemas lack, stamp this schema."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(reference)")}
-    if "fingerprint_signature" not in columns:
-        # No fingerprint signature was stored: those references are marked unknown (''), so
-        # the next `imgmatch index` fingerprints them again. References with one hash variant
-        # keep it until then; their hash index files are rebuilt for the new ids.
-        db.execute(_ADD_SIGNATURE_COLUMN)
-    if "fingerprint_sha256" not in columns:
-        db.execute(_ADD_CHECKSUM_COLUMN)
-        _fill_checksums(db)
-    write_meta(db, "schema_version", str(SCHEMA_VERSION))
+def _upgrade(db: sqlite3.Connection, version: int) -> None:
+    """Within a transaction: apply the migrations from `version` on, one step at a time, each
+    stamping the version it reaches."""
+    for step in range(max(version, _OLDEST_VERSION), SCHEMA_VERSION):
+        MIGRATIONS[step](db)
+        write_meta(db, "schema_version", str(step + 1))
     if read_meta(db, "generation") is None:
         write_meta(db, "generation", "0")
+
+
+def _reference_columns(db: sqlite3.Connection) -> set[str]:
+    return {str(row[1]) for row in db.execute("PRAGMA table_info(reference)")}
+
+
+def _add_signature_column(db: sqlite3.Connection) -> None:
+    """1 -> 2: no fingerprint signature was stored: those references are marked unknown (''),
+    so the next `imgmatch index` fingerprints them again."""
+    # Each step looks before it adds: a database never stamped is upgraded from 1 (below) and
+    # may already have the columns of `_SCHEMA`.
+    if "fingerprint_signature" not in _reference_columns(db):
+        db.execute(
+            "ALTER TABLE reference ADD COLUMN fingerprint_signature TEXT NOT NULL DEFAULT ''"
+        )
+
+
+def _hash_codes_hold_variants(db: sqlite3.Connection) -> None:
+    """2 -> 3 changes no table: a hash code may now hold the 8 variants of a reference (64
+    bytes), not one (8 bytes), which an imgmatch reading schema 2 would misread. References
+    with one variant keep it until fingerprinted again; their hash index files are rebuilt for
+    the new ids (`index_files.INDEX_LAYOUT`)."""
+
+
+def _add_fingerprint_checksums(db: sqlite3.Connection) -> None:
+    """3 -> 4: each reference keeps a sha256 of its fingerprint rows (`integrity`), computed
+    from the rows as they are when upgraded."""
+    if "fingerprint_sha256" not in _reference_columns(db):
+        db.execute("ALTER TABLE reference ADD COLUMN fingerprint_sha256 TEXT NOT NULL DEFAULT ''")
+        _fill_checksums(db)
+
+
+# The migration from each schema version to the next, by the version it starts from.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _add_signature_column,
+    2: _hash_codes_hold_variants,
+    3: _add_fingerprint_checksums,
+}
+# The oldest schema: a database that an imgmatch never stamped (it was killed first), or
+# stamped below it, is upgraded from here.
+_OLDEST_VERSION = 1
 
 
 def _fill_checksums(db: sqlite3.Connection) -> None:

@@ -14,22 +14,29 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from imgmatch.catalog.ids import MAX_KEYPOINTS_PER_VIEW, MAX_REFERENCE_ID
+from imgmatch.catalog.ids import MAX_KEYPOINTS_PER_VIEW, MAX_REFERENCE_ID, MAX_VIEW
 from imgmatch.catalog.integrity import (
     ReferenceRows,
     blob_size,
     fingerprint_digest,
     hash_problem,
-    metadata_problem,
     raise_if_damaged,
     reference_problems,
     view_problem,
 )
+from imgmatch.catalog.read_connections import ReadConnections
 from imgmatch.catalog.records import NewReference, Reference
+from imgmatch.catalog.rows import (
+    REFERENCE_COLUMNS,
+    read_designs,
+    read_generation,
+    read_keypoints,
+    read_reference,
+    reference_from_row,
+)
 from imgmatch.catalog.schema import (
     DATABASE_NAME,
     open_database,
@@ -38,18 +45,14 @@ from imgmatch.catalog.schema import (
     translated,
     write_meta,
 )
-from imgmatch.errors import CatalogDamagedError, CatalogError, ReferenceNotFoundError
-from imgmatch.features import KEYPOINT_FIELDS, Keypoints
+from imgmatch.errors import CatalogDamagedError, CatalogError
+from imgmatch.features import Keypoints
 from imgmatch.fingerprint import Fingerprint
 
 # Rows of the fingerprint tables as `read_fingerprint_rows` returns them.
 HashRow = tuple[int, str, bytes]
 ViewRow = tuple[int, int, int, bytes]
 
-_REFERENCE_COLUMNS = (
-    "id, path, sha256, design, brand, metadata, width, height, file_size, file_mtime_ns, "
-    "added_at, fingerprint_signature"
-)
 # SQLite's integrity check stops after this many findings.
 _INTEGRITY_FINDINGS = 5
 
@@ -64,6 +67,8 @@ class Store:
         # The first damage met (a damaged page, a malformed row): the catalog is not healthy
         # while this process runs, whatever a later request happens to read.
         self.damage: CatalogDamagedError | None = None
+        # Connections for snapshots, each in its own read transaction while borrowed.
+        self.readers = ReadConnections(self.path, self.recording)
         self._db = open_database(directory, create=create)
         try:
             # Every search compares generations: a damaged one refuses the catalog at once.
@@ -75,16 +80,22 @@ class Store:
     def close(self) -> None:
         with self.lock:
             self._db.close()
+        self.readers.close()
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        """SQLite's errors as `CatalogError`s; the damage met is kept in `damage`."""
+        try:
+            with translated(self.path):
+                yield
+        except CatalogDamagedError as exc:
+            self.damage = exc
+            raise
 
     @contextlib.contextmanager
     def _access(self) -> Iterator[sqlite3.Connection]:
-        with self.lock:
-            try:
-                with translated(self.path):
-                    yield self._db
-            except CatalogDamagedError as exc:
-                self.damage = exc
-                raise
+        with self.lock, self.recording():
+            yield self._db
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -103,16 +114,8 @@ class Store:
             write_meta(db, key, value)
 
     def generation(self) -> int:
-        value = self.meta("generation")
-        if value is None:
-            return 0
-        if not value.isdigit():
-            self.damage = CatalogDamagedError(
-                f"{self.path}: the catalog generation {value!r} is not a number: the "
-                f"database is damaged: restore {DATABASE_NAME} from a backup"
-            )
-            raise self.damage
-        return int(value)
+        with self._access() as db:
+            return read_generation(db, self.path)
 
     def bump_generation(self) -> int:
         """Within a `transaction`: every change of references makes a new generation."""
@@ -126,12 +129,7 @@ class Store:
         """The reference with this id; `lenient` reads unreadable metadata as empty (for
         removing a damaged reference, which needs none of it)."""
         with self._access() as db:
-            row = db.execute(
-                f"SELECT {_REFERENCE_COLUMNS} FROM reference WHERE id = ?", (reference_id,)
-            ).fetchone()
-            if row is None:
-                raise ReferenceNotFoundError(f"no reference with id {reference_id}")
-            return self._to_reference(row, lenient=lenient)
+            return read_reference(db, self.path, reference_id, lenient=lenient)
 
     def id_of_sha256(self, sha256: str) -> int | None:
         with self._access() as db:
@@ -150,10 +148,10 @@ class Store:
         self, design: str | None, brand: str | None, offset: int, limit: int | None
     ) -> list[Reference]:
         where, params = _filters(design, brand)
-        sql = f"SELECT {_REFERENCE_COLUMNS} FROM reference {where} ORDER BY id LIMIT ? OFFSET ?"
+        sql = f"SELECT {REFERENCE_COLUMNS} FROM reference {where} ORDER BY id LIMIT ? OFFSET ?"
         with self._access() as db:
             rows = db.execute(sql, (*params, -1 if limit is None else limit, offset)).fetchall()
-            return [self._to_reference(row) for row in rows]
+            return [reference_from_row(self.path, row) for row in rows]
 
     def count(self, design: str | None = None, brand: str | None = None) -> int:
         where, params = _filters(design, brand)
@@ -170,8 +168,7 @@ class Store:
 
     def designs_by_id(self) -> list[tuple[int, str]]:
         with self._access() as db:
-            rows = db.execute("SELECT id, design FROM reference").fetchall()
-        return [(int(rid), str(design)) for rid, design in rows]
+            return read_designs(db)
 
     def counts(self) -> tuple[int, int, int]:
         """(references, designs, brands)."""
@@ -209,6 +206,8 @@ class Store:
             (name, np.ascontiguousarray(codes, dtype=np.uint8).tobytes())
             for name, codes in fingerprint.hashes.items()
         ]
+        if len(fingerprint.views) > MAX_VIEW + 1:
+            raise CatalogError(f"at most {MAX_VIEW + 1} feature views per reference")
         view_rows = []
         for view, features in enumerate(fingerprint.views):
             if len(features) > MAX_KEYPOINTS_PER_VIEW:
@@ -267,17 +266,7 @@ class Store:
 
     def keypoints(self, reference_id: int, view: int) -> Keypoints:
         with self._access() as db:
-            row = db.execute(
-                "SELECT count, keypoints, length(descriptors) FROM feature_view "
-                "WHERE reference_id = ? AND view = ?",
-                (reference_id, view),
-            ).fetchone()
-            if row is None:
-                raise ReferenceNotFoundError(f"reference {reference_id} has no feature view {view}")
-            count, keypoints, descriptor_bytes = row
-            problem = view_problem(view, count, blob_size(keypoints), descriptor_bytes)
-            raise_if_damaged(self.path, reference_id, problem)
-        return np.frombuffer(keypoints, dtype=np.float32).reshape(-1, KEYPOINT_FIELDS)
+            return read_keypoints(db, self.path, reference_id, view)
 
     def descriptor_count(self) -> int:
         """How many descriptors the feature views hold: what the descriptor index must hold."""
@@ -374,26 +363,6 @@ class Store:
     def file_bytes(self) -> int:
         """The database's size on disk, with its write-ahead log."""
         return sum(p.stat().st_size for p in self.path.parent.glob(f"{DATABASE_NAME}*"))
-
-    def _to_reference(self, row: Any, *, lenient: bool = False) -> Reference:
-        (rid, path, sha, design, brand, metadata, width, height, size, mtime, added, sig) = row
-        problem = metadata_problem(metadata)
-        if problem and not lenient:
-            raise_if_damaged(self.path, int(rid), f"its metadata {problem}")
-        return Reference(
-            reference_id=int(rid),
-            path=str(path),
-            design=str(design),
-            brand=str(brand),
-            sha256=str(sha),
-            width=int(width),
-            height=int(height),
-            metadata={} if problem else json.loads(metadata),
-            added_at=str(added),
-            file_size=size,
-            file_mtime_ns=mtime,
-            fingerprint_signature=str(sig),
-        )
 
 
 def _filters(design: str | None, brand: str | None) -> tuple[str, list[str]]:

@@ -1,7 +1,8 @@
-"""Building and searching the FAISS binary indexes (in memory; `index_files` writes them).
+"""The index of the reference descriptors: kNN over 256-bit ORB descriptors.
 
-One index per hasher for the 64-bit hash codes (exact Hamming range search), one for the 256-bit
-ORB descriptors (kNN; exact while that is fast, IVF beyond).
+Exact (flat) while that is fast, IVF beyond. FAISS holds the descriptors under
+`ids.descriptor_id`s; this wrapper takes references' views and returns neighbours as
+(reference id, view, keypoint).
 """
 
 from __future__ import annotations
@@ -14,39 +15,84 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from imgmatch.catalog.ids import hash_entry_ids
+from imgmatch.catalog.ids import descriptor_ids, split_descriptor_labels
+from imgmatch.catalog.records import DescriptorNeighbours
 from imgmatch.config import SearchConfig
 from imgmatch.features import DESCRIPTOR_BYTES
-from imgmatch.hashing import HASH_BITS
 
-HASH_CODE_BYTES = HASH_BITS // 8
-
-
-def new_hash_index() -> Any:
-    """An empty exact index of 64-bit codes that keeps the catalog's ids."""
-    return faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(HASH_BITS))
+# A removed reference: its id and its feature views' (view, descriptor count) pairs.
+Removed = tuple[int, list[tuple[int, int]]]
 
 
-def hash_indexes_from_rows(rows: Sequence[Any]) -> dict[str, Any]:
-    """One FAISS index per hasher from stored (reference id, hasher, code) rows; a code holds
-    one 8-byte hash per variant (one for references stored before schema 3, else 8)."""
-    by_hasher: dict[str, tuple[list[NDArray[np.int64]], list[bytes]]] = {}
-    for reference_id, hasher, code in rows:
-        ids, codes = by_hasher.setdefault(hasher, ([], []))
-        ids.append(hash_entry_ids(reference_id, len(code) // HASH_CODE_BYTES))
-        codes.append(code)
-    indexes = {}
-    for hasher, (ids, codes) in by_hasher.items():
-        index = new_hash_index()
-        index.add_with_ids(
-            np.frombuffer(b"".join(codes), np.uint8).reshape(-1, HASH_CODE_BYTES),
-            np.concatenate(ids),
-        )
-        indexes[hasher] = index
-    return indexes
+class DescriptorIndex:
+    """The reference descriptors, keyed by (reference id, view, keypoint)."""
+
+    def __init__(self, index: Any, config: SearchConfig, trained_size: int) -> None:
+        self.faiss: Any = index
+        # How many descriptors it was built for: an IVF index is retrained once outgrown.
+        self.trained_size = trained_size
+        # Probes are not stored in an index file: set them on every index built or read.
+        if isinstance(index, faiss.IndexBinaryIVF):
+            index.nprobe = config.ivf_probes
+
+    @classmethod
+    def build(
+        cls, config: SearchConfig, descriptors: NDArray[np.uint8], ids: NDArray[np.int64]
+    ) -> DescriptorIndex:
+        """An index of `descriptors` under their FAISS `ids`, sized for their count."""
+        index = cls(_new_faiss_index(config, descriptors), config, len(descriptors))
+        if len(descriptors):
+            index.faiss.add_with_ids(descriptors, ids)
+        return index
+
+    @property
+    def size(self) -> int:
+        """How many descriptors it holds."""
+        return int(self.faiss.ntotal)
+
+    @property
+    def is_ivf(self) -> bool:
+        return isinstance(self.faiss, faiss.IndexBinaryIVF)
+
+    @property
+    def kind(self) -> str:
+        """ "flat", or "ivf<lists>"."""
+        return f"ivf{self.faiss.nlist}" if self.is_ivf else "flat"
+
+    def add(self, reference_id: int, view: int, descriptors: NDArray[np.uint8]) -> None:
+        """Index one view's descriptors, in keypoint order."""
+        if len(descriptors):
+            self.faiss.add_with_ids(
+                np.ascontiguousarray(descriptors, dtype=np.uint8),
+                descriptor_ids(reference_id, view, len(descriptors)),
+            )
+
+    def remove(self, removed: Sequence[Removed]) -> None:
+        """Take removed references' descriptors out: one scan of the index for all of them
+        (each `remove_ids` scans it whole)."""
+        ids = [
+            descriptor_ids(reference_id, view, count)
+            for reference_id, views in removed
+            for view, count in views
+            if count
+        ]
+        if ids:
+            self.faiss.remove_ids(np.concatenate(ids))
+
+    def nearest(self, descriptors: NDArray[np.uint8], k: int) -> DescriptorNeighbours:
+        """The k nearest stored descriptors of every query descriptor, nearest first."""
+        queries = np.ascontiguousarray(descriptors, dtype=np.uint8).reshape(-1, DESCRIPTOR_BYTES)
+        if self.size == 0 or len(queries) == 0:
+            empty = np.full((len(queries), k), -1, dtype=np.int64)
+            return DescriptorNeighbours(
+                np.zeros((len(queries), k), np.int32), empty, empty.copy(), empty.copy()
+            )
+        distances, labels = search_in_list_order(self.faiss, queries, k)
+        reference_ids, views, keypoints = split_descriptor_labels(labels)
+        return DescriptorNeighbours(distances.astype(np.int32), reference_ids, views, keypoints)
 
 
-def new_descriptor_index(config: SearchConfig, training: NDArray[np.uint8]) -> Any:
+def _new_faiss_index(config: SearchConfig, training: NDArray[np.uint8]) -> Any:
     """An empty descriptor index for a catalog of `training`'s size: exact (flat) while that is
     fast, else IVF with centroids sampled from `training`."""
     count = len(training)
@@ -97,23 +143,6 @@ def new_descriptor_index(config: SearchConfig, training: NDArray[np.uint8]) -> A
     index.is_trained = True
     index.referenced_quantizer = quantizer  # type: ignore[attr-defined]
     return index
-
-
-def apply_search_parameters(index: Any, config: SearchConfig) -> None:
-    """Probes are not stored in an index file: set them on every index built or read."""
-    if isinstance(index, faiss.IndexBinaryIVF):
-        index.nprobe = config.ivf_probes
-
-
-def is_ivf(index: Any) -> bool:
-    return isinstance(index, faiss.IndexBinaryIVF)
-
-
-def descriptor_index_kind(index: Any) -> str:
-    """ "flat", or "ivf<lists>"."""
-    if isinstance(index, faiss.IndexBinaryIVF):
-        return f"ivf{index.nlist}"
-    return "flat"
 
 
 def search_in_list_order(index: Any, queries: NDArray[np.uint8], k: int) -> tuple[Any, Any]:
