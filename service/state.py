@@ -31,7 +31,7 @@ from imgmatch.config import DetectorConfig, ImageLimits
 from imgmatch.detector import CheckResult, Detector
 from imgmatch.errors import CatalogError, InvalidImageError
 from imgmatch.files import write_atomically
-from imgmatch.images import DecodedImage, RGBImage, decode_image, load_image
+from imgmatch.images import DecodedImage, RGBImage, decode_image
 from imgmatch.locking import ReadWriteLock
 from service.memory import BurstTracker, limit_arenas
 from service.metrics import Metrics
