@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import io
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -33,6 +32,7 @@ from imgmatch.errors import CatalogError, InvalidImageError
 from imgmatch.files import write_atomically
 from imgmatch.images import DecodedImage, RGBImage, decode_image
 from imgmatch.locking import ReadWriteLock
+from imgmatch.results import error_result
 from service.memory import BurstTracker, limit_arenas
 from service.metrics import Metrics
 from service.settings import ServiceSettings
@@ -174,7 +174,7 @@ class ServiceState:
                     decoded = decode_image(data, self.limits)
                 decode_ms = (time.perf_counter() - start) * 1000
             except InvalidImageError as exc:
-                result = _error_result(name, exc, (time.perf_counter() - start) * 1000)
+                result = error_result(name, exc, (time.perf_counter() - start) * 1000)
             else:
                 with self._gate.reading():
                     checked = detector.check(
@@ -274,20 +274,6 @@ def _register_image_formats() -> None:
     Image.init()
     if "MPO" not in Image.OPEN and "JPEG" in Image.OPEN:
         Image.register_open("MPO", *Image.OPEN["JPEG"])
-
-
-def _error_result(path: str, error: InvalidImageError, decode_ms: float) -> CheckResult:
-    """The `status: error` result of an upload that cannot be decoded, as the detector's."""
-    return CheckResult(
-        path=path,
-        status="error",
-        flagged=False,
-        matches=(),
-        timing_ms={"decode": decode_ms},
-        threshold=math.nan,
-        error=str(error),
-        error_type=error.reason,
-    )
 
 
 def encode_thumbnail(pixels: RGBImage, side_px: int) -> bytes:
